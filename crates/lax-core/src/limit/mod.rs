@@ -1,0 +1,2 @@
+//! (filled by the layer work)
+pub mod error;

@@ -1,0 +1,301 @@
+//! The `Publisher` trait every transport implements, and adapters both ways between a
+//! `Publisher` and a [`tower::Service`], so any layer stack over a publisher is itself a
+//! publisher.
+
+use std::{
+    fmt,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
+use tower::{Service, ServiceExt};
+
+use crate::{
+    error::{BoxError, Error},
+    message::{PublishRequest, Receipt},
+};
+
+/// Something that publishes messages: a transport, or a whole layer stack.
+///
+/// `publish` takes `&self`, so one publisher serves many tasks at once (share it in an `Arc`
+/// or clone it when it is cheap to clone). A publish is **in flight** from the moment
+/// `publish` returns its future until that future completes; [`close`](Publisher::close) waits
+/// for every in-flight publish, so futures obtained before `close` must still be driven to
+/// completion by their owners.
+pub trait Publisher: Send + Sync + 'static {
+    /// The future of one publish.
+    type Future: Future<Output = Result<Receipt, Error>> + Send + 'static;
+
+    /// Publishes one message. Invalid input fails with
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) before anything is sent.
+    fn publish(&self, request: PublishRequest) -> Self::Future;
+
+    /// Waits until everything published so far has been handed to the server.
+    fn flush(&self) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Refuses new publishes with [`ErrorKind::Closed`](crate::ErrorKind::Closed), waits for
+    /// the ones in flight, flushes and releases the connection. Closing twice is harmless.
+    fn close(&self) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+impl<P: Publisher> Publisher for Arc<P> {
+    type Future = P::Future;
+
+    fn publish(&self, request: PublishRequest) -> Self::Future {
+        (**self).publish(request)
+    }
+
+    fn flush(&self) -> impl Future<Output = Result<(), Error>> + Send {
+        (**self).flush()
+    }
+
+    fn close(&self) -> impl Future<Output = Result<(), Error>> + Send {
+        (**self).close()
+    }
+}
+
+/// The object-safe part of [`Publisher`]: flush and close, for whoever owns a stack built over
+/// several publishers.
+pub trait Lifecycle: Send + Sync + fmt::Debug {
+    /// See [`Publisher::flush`].
+    fn flush(&self) -> BoxFuture<'_, Result<(), Error>>;
+    /// See [`Publisher::close`].
+    fn close(&self) -> BoxFuture<'_, Result<(), Error>>;
+}
+
+impl<P: Publisher + fmt::Debug> Lifecycle for P {
+    fn flush(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(Publisher::flush(self))
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(Publisher::close(self))
+    }
+}
+
+/// A [`Publisher`] as a [`tower::Service`], the bottom of a layer stack.
+///
+/// Always ready: a publisher applies its own back-pressure inside `publish`.
+pub struct PublisherService<P> {
+    inner: Arc<P>,
+}
+
+impl<P> PublisherService<P> {
+    /// Wraps `publisher`.
+    pub fn new(publisher: P) -> Self {
+        PublisherService {
+            inner: Arc::new(publisher),
+        }
+    }
+
+    /// Wraps a shared publisher.
+    pub fn from_arc(publisher: Arc<P>) -> Self {
+        PublisherService { inner: publisher }
+    }
+
+    /// The publisher.
+    pub fn get_ref(&self) -> &P {
+        &self.inner
+    }
+
+    /// The shared publisher.
+    pub fn into_inner(self) -> Arc<P> {
+        self.inner
+    }
+}
+
+impl<P> Clone for PublisherService<P> {
+    fn clone(&self) -> Self {
+        PublisherService {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<P: fmt::Debug> fmt::Debug for PublisherService<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PublisherService").field(&self.inner).finish()
+    }
+}
+
+impl<P: Publisher> Service<PublishRequest> for PublisherService<P> {
+    type Response = Receipt;
+    type Error = Error;
+    type Future = P::Future;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: PublishRequest) -> Self::Future {
+        self.inner.publish(request)
+    }
+}
+
+/// Counts publishes in flight and lets `close` wait for them.
+#[derive(Debug, Default)]
+struct Drain {
+    in_flight: AtomicUsize,
+    closed: AtomicBool,
+    idle: Notify,
+}
+
+/// Held by one in-flight publish.
+#[derive(Debug)]
+struct InFlight(Arc<Drain>);
+
+impl Drain {
+    /// Registers a publish, or refuses it once closed. Increments before checking `closed`
+    /// so that `close` either sees this publish or this publish sees `closed`.
+    fn enter(self: &Arc<Self>) -> Option<InFlight> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(Arc::clone(self));
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(guard)
+    }
+
+    async fn close_and_wait(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        loop {
+            let idle = self.idle.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A [`tower::Service`] (typically a layer stack) as a [`Publisher`].
+///
+/// The service must be cheap to clone (wrap it in [`tower::buffer::Buffer`] if it is not).
+/// `close` refuses new publishes, waits for the in-flight ones, then flushes and closes every
+/// [`Lifecycle`] registered with [`with_lifecycle`](ServicePublisher::with_lifecycle) — the
+/// transports at the bottom of the stack.
+pub struct ServicePublisher<S> {
+    service: S,
+    drain: Arc<Drain>,
+    lifecycles: Arc<[Arc<dyn Lifecycle>]>,
+}
+
+impl<S> ServicePublisher<S> {
+    /// Wraps `service`.
+    pub fn new(service: S) -> Self {
+        ServicePublisher {
+            service,
+            drain: Arc::default(),
+            lifecycles: Arc::new([]),
+        }
+    }
+
+    /// Adds a transport (or anything else) to flush and close after the stack drains.
+    pub fn with_lifecycle(mut self, lifecycle: Arc<dyn Lifecycle>) -> Self {
+        let mut all: Vec<_> = self.lifecycles.iter().cloned().collect();
+        all.push(lifecycle);
+        self.lifecycles = all.into();
+        self
+    }
+
+    /// Number of publishes in flight.
+    pub fn in_flight(&self) -> usize {
+        self.drain.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// True once `close` has been called.
+    pub fn is_closed(&self) -> bool {
+        self.drain.closed.load(Ordering::SeqCst)
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.service
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.service
+    }
+
+    /// The wrapped service.
+    pub fn into_inner(self) -> S {
+        self.service
+    }
+}
+
+impl<S: Clone> Clone for ServicePublisher<S> {
+    fn clone(&self) -> Self {
+        ServicePublisher {
+            service: self.service.clone(),
+            drain: Arc::clone(&self.drain),
+            lifecycles: Arc::clone(&self.lifecycles),
+        }
+    }
+}
+
+impl<S> fmt::Debug for ServicePublisher<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServicePublisher")
+            .field("service", &std::any::type_name::<S>())
+            .field("in_flight", &self.in_flight())
+            .field("closed", &self.is_closed())
+            .field("lifecycles", &self.lifecycles)
+            .finish()
+    }
+}
+
+impl<S> Publisher for ServicePublisher<S>
+where
+    S: Service<PublishRequest, Response = Receipt> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    type Future = BoxFuture<'static, Result<Receipt, Error>>;
+
+    fn publish(&self, request: PublishRequest) -> Self::Future {
+        let Some(guard) = self.drain.enter() else {
+            return Box::pin(futures::future::ready(Err(Error::closed())));
+        };
+        let service = self.service.clone();
+        Box::pin(async move {
+            let _in_flight = guard;
+            service
+                .oneshot(request)
+                .await
+                .map_err(|e| Error::from_boxed(e.into()))
+        })
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        for lifecycle in self.lifecycles.iter() {
+            lifecycle.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), Error> {
+        self.drain.close_and_wait().await;
+        let mut first_error = None;
+        for lifecycle in self.lifecycles.iter() {
+            if let Err(e) = lifecycle.close().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

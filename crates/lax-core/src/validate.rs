@@ -1,0 +1,247 @@
+//! Input validation, in one place: every entry point (the client, each transport, the broker)
+//! calls these functions, so invalid input never reaches a server and is refused the same way
+//! everywhere.
+
+use std::time::Duration;
+
+use crate::{error::Error, message::PublishRequest};
+
+/// Limits a publish is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload accepted, in bytes (NATS' default `max_payload` is 1 MiB).
+    pub max_payload: usize,
+    /// Longest subject accepted, in bytes.
+    pub max_subject_len: usize,
+    /// Largest header block accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Longest per-message timeout accepted.
+    pub max_timeout: Duration,
+}
+
+impl Limits {
+    /// NATS' default maximum payload: 1 MiB.
+    pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+    /// Subjects longer than this are refused.
+    pub const DEFAULT_MAX_SUBJECT_LEN: usize = 1024;
+    /// Header blocks larger than this are refused.
+    pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+    /// Timeouts longer than this are refused (a typo such as `timeout_ms = 5e9` is not a wish).
+    pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+    /// Sets the maximum payload, e.g. to a server's advertised `max_payload`.
+    pub fn with_max_payload(mut self, max_payload: usize) -> Self {
+        self.max_payload = max_payload;
+        self
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload: Self::DEFAULT_MAX_PAYLOAD,
+            max_subject_len: Self::DEFAULT_MAX_SUBJECT_LEN,
+            max_header_bytes: Self::DEFAULT_MAX_HEADER_BYTES,
+            max_timeout: Self::DEFAULT_MAX_TIMEOUT,
+        }
+    }
+}
+
+/// Checks a subject to publish on: non-empty, at most `max_len` bytes, no whitespace or control
+/// characters, no empty tokens (`a..b`, `.a`, `a.`), no wildcards (`*`, `>`).
+pub fn validate_publish_subject(subject: &str, max_len: usize) -> Result<(), Error> {
+    if subject.is_empty() {
+        return Err(Error::invalid_input("subject is empty"));
+    }
+    if subject.len() > max_len {
+        return Err(Error::invalid_input(format!(
+            "subject is {} bytes, longer than the {max_len}-byte limit",
+            subject.len()
+        )));
+    }
+    for token in subject.split('.') {
+        if token.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "subject {subject:?} has an empty token"
+            )));
+        }
+        if token == "*" || token == ">" {
+            return Err(Error::invalid_input(format!(
+                "subject {subject:?} contains the wildcard {token:?}; publish to a concrete subject"
+            )));
+        }
+    }
+    if let Some(c) = subject.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid_input(format!(
+            "subject {subject:?} contains the character {c:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a subscription subject or filter: like a publish subject, but `*` may stand for a
+/// whole token and `>` for the last one.
+pub fn validate_filter_subject(subject: &str, max_len: usize) -> Result<(), Error> {
+    if subject.is_empty() {
+        return Err(Error::invalid_input("subject is empty"));
+    }
+    if subject.len() > max_len {
+        return Err(Error::invalid_input(format!(
+            "subject is {} bytes, longer than the {max_len}-byte limit",
+            subject.len()
+        )));
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "subject {subject:?} has an empty token"
+            )));
+        }
+        if *token == ">" && i != tokens.len() - 1 {
+            return Err(Error::invalid_input(format!(
+                "subject {subject:?}: '>' may only be the last token"
+            )));
+        }
+        if token.len() > 1 && (token.contains('*') || token.contains('>')) {
+            return Err(Error::invalid_input(format!(
+                "subject {subject:?}: wildcards must be whole tokens"
+            )));
+        }
+    }
+    if let Some(c) = subject.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid_input(format!(
+            "subject {subject:?} contains the character {c:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks one header: the name is non-empty printable ASCII without `:`; the value has no CR or
+/// LF (which would split the NATS header block).
+pub fn validate_header(name: &str, value: &str) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(Error::invalid_input("header name is empty"));
+    }
+    if let Some(c) = name.chars().find(|&c| !c.is_ascii_graphic() || c == ':') {
+        return Err(Error::invalid_input(format!(
+            "header name {name:?} contains the character {c:?}"
+        )));
+    }
+    if value.contains(['\r', '\n']) {
+        return Err(Error::invalid_input(format!(
+            "header {name:?} has a value containing a line break"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a whole publish request: subject, headers, header block size, payload size and
+/// timeout.
+pub fn validate_request(request: &PublishRequest, limits: &Limits) -> Result<(), Error> {
+    validate_publish_subject(&request.subject, limits.max_subject_len)?;
+    for (name, value) in request.headers.iter() {
+        validate_header(name, value)?;
+    }
+    let header_bytes = request.headers.wire_len();
+    if header_bytes > limits.max_header_bytes {
+        return Err(Error::invalid_input(format!(
+            "headers take {header_bytes} bytes, more than the {}-byte limit",
+            limits.max_header_bytes
+        )));
+    }
+    if request.payload.len() > limits.max_payload {
+        return Err(Error::invalid_input(format!(
+            "payload is {} bytes, more than the maximum of {} bytes",
+            request.payload.len(),
+            limits.max_payload
+        )));
+    }
+    if request.message_id.is_empty() {
+        return Err(Error::invalid_input("message id is empty"));
+    }
+    if let Some(dedup) = &request.options.dedup_id {
+        if dedup.is_empty() || dedup.contains(['\r', '\n']) {
+            return Err(Error::invalid_input(
+                "dedup id must be non-empty and on one line",
+            ));
+        }
+    }
+    if let Some(timeout) = request.options.timeout {
+        if timeout.is_zero() {
+            return Err(Error::invalid_input("timeout must be greater than zero"));
+        }
+        if timeout > limits.max_timeout {
+            return Err(Error::invalid_input(format!(
+                "timeout {timeout:?} is longer than the maximum of {:?}",
+                limits.max_timeout
+            )));
+        }
+    }
+    if request.options.retry_attempts == Some(0) {
+        return Err(Error::invalid_input(
+            "retry_attempts counts attempts and must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn refused(subject: &str) -> bool {
+        validate_publish_subject(subject, 64).is_err()
+    }
+
+    #[test]
+    fn publish_subjects() {
+        for ok in ["a", "orders.created", "a.b.c-d_e", "UPPER.case.123", "ünï.côdé"] {
+            assert!(validate_publish_subject(ok, 64).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "a..b", ".a", "a.", "a b", "a\tb", "a.*", "*", ">", "a.>", "a\r\nb",
+        ] {
+            assert!(refused(bad), "{bad:?} should be refused");
+        }
+        assert!(refused(&"x".repeat(65)));
+        let err = validate_publish_subject("a.*", 64).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.message().contains("wildcard"));
+    }
+
+    #[test]
+    fn filter_subjects() {
+        for ok in ["a.*", "a.>", ">", "*.b", "a.b"] {
+            assert!(validate_filter_subject(ok, 64).is_ok(), "{ok}");
+        }
+        for bad in ["", "a.>.b", "a*", "a.b>", "a..b", "a b"] {
+            assert!(validate_filter_subject(bad, 64).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        assert!(validate_header("Trace-Id", "abc 123").is_ok());
+        assert!(validate_header("", "x").is_err());
+        assert!(validate_header("a b", "x").is_err());
+        assert!(validate_header("a:b", "x").is_err());
+        assert!(validate_header("a", "x\r\nInjected: 1").is_err());
+    }
+
+    #[test]
+    fn whole_request() {
+        let limits = Limits::default().with_max_payload(10);
+        let ok = PublishRequest::new("a.b", "0123456789");
+        assert!(validate_request(&ok, &limits).is_ok());
+        let big = PublishRequest::new("a.b", "01234567890");
+        assert!(validate_request(&big, &limits).unwrap_err().message().contains("payload"));
+        let zero = ok.clone().with_timeout(Duration::ZERO);
+        assert!(validate_request(&zero, &limits).is_err());
+        let bad_header = ok.clone().with_header("bad name", "v");
+        assert!(validate_request(&bad_header, &limits).is_err());
+        let no_id = ok.with_message_id("");
+        assert!(validate_request(&no_id, &limits).is_err());
+    }
+}
