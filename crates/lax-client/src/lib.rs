@@ -1,1 +1,96 @@
-//! placeholder
+//! # lax-client
+//!
+//! The LAX client for NATS JetStream. An application calls
+//! [`publish`](LaxClient::publish) and LAX picks the path by the routing table:
+//!
+//! | tier | `require_ack` | route | what you get |
+//! |---|---|---|---|
+//! | `memory` | no | **direct**: core NATS publish | lowest latency, at most once |
+//! | `memory` | yes | **broker** → JetStream memory stream | an ack with stream and sequence |
+//! | `persistent` | any | **broker** → JetStream file stream, 1 replica | an ack; survives restarts |
+//! | `replicated` | any | **broker** → JetStream file stream, 3 replicas | an ack; survives a node loss |
+//!
+//! Around both paths the client composes lax-core's layers: metrics → in-flight cap → route
+//! → direct: breaker → timeout → NATS; broker: retry → breaker → timeout → pooled gRPC
+//! streams. Retries reuse the message id, sent as `Nats-Msg-Id`, so JetStream stores a
+//! retried message once.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use lax_client::{ClientOptions, Json, LaxClient, PublishOptions, Tier};
+//! use serde_json::json;
+//!
+//! # async fn demo() -> Result<(), lax_client::Error> {
+//! let client = LaxClient::connect(ClientOptions::default()).await?;
+//!
+//! // Memory tier: direct NATS.
+//! client.publish("events.user.login", Json(json!({"user_id": "123", "ip": "192.168.1.1"}))).await?;
+//!
+//! // Persistent tier with ack: through the broker, stored in JetStream.
+//! let receipt = client
+//!     .publish_with(
+//!         "orders.created",
+//!         Json(json!({"order_id": "456", "amount": 99.99})),
+//!         PublishOptions::tier(Tier::Persistent).require_ack(true),
+//!     )
+//!     .await?;
+//! let ack = receipt.ack.expect("acked");
+//! println!("{} stored in {} at {}", receipt.message_id, ack.stream, ack.sequence);
+//!
+//! client.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Three ways in
+//!
+//! - **An application** uses [`LaxClient`] with [`ClientOptions`] (from code, a config file
+//!   section via `serde`, or `LAX_*` environment variables with
+//!   [`ClientOptions::from_env`]). Add tower layers of your own with
+//!   [`LaxClientBuilder::layer`]; use [`blocking::BlockingClient`] from synchronous code.
+//! - **One transport alone**: `lax_transport_nats::NatsPublisher` or
+//!   `lax_transport_grpc::GrpcPublisher`, each a `lax_core::Publisher`.
+//! - **A custom stack**: [`ClientOptions::stack_config`] gives the configuration the client
+//!   uses; `lax_core::stack::StackBuilder` compiles it over any two services, and every layer
+//!   is also usable on its own from `lax_core`.
+//!
+//! ## Errors
+//!
+//! Every failure is a [`Error`] whose [`kind`](Error::kind) says what happened
+//! ([`ErrorKind::CircuitOpen`], [`ErrorKind::TimedOut`], …) and whose
+//! [`may_be_stored`](Error::may_be_stored) says whether a broker publish might have been
+//! stored anyway (retrying with the same message id is then safe).
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "axum")]
+pub mod axum;
+pub mod blocking;
+mod client;
+pub mod metrics;
+mod options;
+mod payload;
+
+pub use client::{
+    BatchMessage, BatchResult, ClientStack, LaxClient, LaxClientBuilder, PublishOptions,
+};
+pub use lax_core::{Ack, Error, ErrorKind, Headers, Receipt, Route, Tier, breaker::BreakerState};
+pub use lax_transport_grpc::{BrokerAdmin, GroupJoin};
+pub use lax_transport_nats::{ConnectionState, DirectMessage, DirectSubscription};
+pub use options::{
+    BrokerTls, ClientOptions, ClientOptionsBuilder, NatsAuth, NatsTls, OverloadBehavior,
+};
+pub use payload::{JSON_CONTENT_TYPE, Json, Payload};
+
+/// Installs a `tracing` subscriber printing to stderr, filtered by `RUST_LOG` when set, else
+/// by the options' `log_level`. For applications and examples that have no subscriber of
+/// their own; does nothing when one is already installed.
+pub fn init_tracing(options: &ClientOptions) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(options.log_level.to_ascii_lowercase()))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _already_installed = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

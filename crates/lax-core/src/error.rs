@@ -246,9 +246,8 @@ fn classify_foreign(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
         ErrorKind::Closed
     } else if let Some(inner) = error.downcast_ref::<tower::buffer::error::ServiceError>() {
         // A buffered service failed: its cause decides.
-        std::error::Error::source(inner).map_or(ErrorKind::Internal, |cause| {
-            Error::classify(cause).0
-        })
+        std::error::Error::source(inner)
+            .map_or(ErrorKind::Internal, |cause| Error::classify(cause).0)
     } else {
         ErrorKind::Internal
     }

@@ -11,7 +11,9 @@ use crate::error::Error;
 ///
 /// Parsed from the wire strings `memory`, `persistent` and `replicated`; the empty string means
 /// [`Tier::Memory`], as in the `broker.v1` contract.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// Fire-and-forget over core NATS unless an ack is required; memory storage when acked.
@@ -145,7 +147,11 @@ impl Headers {
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Headers(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Headers(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
@@ -245,7 +251,9 @@ mod opt_duration_ms {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
@@ -408,8 +416,14 @@ mod tests {
         let direct = PublishRequest::new("events.x", "a");
         assert_eq!(direct.default_route(), Route::Direct);
         assert_eq!(direct.clone().with_ack(true).default_route(), Route::Broker);
-        assert_eq!(direct.clone().with_tier(Tier::Persistent).default_route(), Route::Broker);
-        assert_eq!(direct.with_tier(Tier::Replicated).default_route(), Route::Broker);
+        assert_eq!(
+            direct.clone().with_tier(Tier::Persistent).default_route(),
+            Route::Broker
+        );
+        assert_eq!(
+            direct.with_tier(Tier::Replicated).default_route(),
+            Route::Broker
+        );
     }
 
     #[test]

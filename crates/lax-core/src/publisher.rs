@@ -120,7 +120,9 @@ impl<P> Clone for PublisherService<P> {
 
 impl<P: fmt::Debug> fmt::Debug for PublisherService<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PublisherService").field(&self.inner).finish()
+        f.debug_tuple("PublisherService")
+            .field(&self.inner)
+            .finish()
     }
 }
 

@@ -71,7 +71,10 @@ pub fn validate_publish_subject(subject: &str, max_len: usize) -> Result<(), Err
             )));
         }
     }
-    if let Some(c) = subject.chars().find(|c| c.is_whitespace() || c.is_control()) {
+    if let Some(c) = subject
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(Error::invalid_input(format!(
             "subject {subject:?} contains the character {c:?}"
         )));
@@ -109,7 +112,10 @@ pub fn validate_filter_subject(subject: &str, max_len: usize) -> Result<(), Erro
             )));
         }
     }
-    if let Some(c) = subject.chars().find(|c| c.is_whitespace() || c.is_control()) {
+    if let Some(c) = subject
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(Error::invalid_input(format!(
             "subject {subject:?} contains the character {c:?}"
         )));
@@ -160,12 +166,12 @@ pub fn validate_request(request: &PublishRequest, limits: &Limits) -> Result<(),
     if request.message_id.is_empty() {
         return Err(Error::invalid_input("message id is empty"));
     }
-    if let Some(dedup) = &request.options.dedup_id {
-        if dedup.is_empty() || dedup.contains(['\r', '\n']) {
-            return Err(Error::invalid_input(
-                "dedup id must be non-empty and on one line",
-            ));
-        }
+    if let Some(dedup) = &request.options.dedup_id
+        && (dedup.is_empty() || dedup.contains(['\r', '\n']))
+    {
+        return Err(Error::invalid_input(
+            "dedup id must be non-empty and on one line",
+        ));
     }
     if let Some(timeout) = request.options.timeout {
         if timeout.is_zero() {
@@ -197,7 +203,13 @@ mod tests {
 
     #[test]
     fn publish_subjects() {
-        for ok in ["a", "orders.created", "a.b.c-d_e", "UPPER.case.123", "ünï.côdé"] {
+        for ok in [
+            "a",
+            "orders.created",
+            "a.b.c-d_e",
+            "UPPER.case.123",
+            "ünï.côdé",
+        ] {
             assert!(validate_publish_subject(ok, 64).is_ok(), "{ok}");
         }
         for bad in [
@@ -236,7 +248,12 @@ mod tests {
         let ok = PublishRequest::new("a.b", "0123456789");
         assert!(validate_request(&ok, &limits).is_ok());
         let big = PublishRequest::new("a.b", "01234567890");
-        assert!(validate_request(&big, &limits).unwrap_err().message().contains("payload"));
+        assert!(
+            validate_request(&big, &limits)
+                .unwrap_err()
+                .message()
+                .contains("payload")
+        );
         let zero = ok.clone().with_timeout(Duration::ZERO);
         assert!(validate_request(&zero, &limits).is_err());
         let bad_header = ok.clone().with_header("bad name", "v");

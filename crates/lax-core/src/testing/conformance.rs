@@ -130,11 +130,17 @@ pub async fn publishes_arrive<H: Harness>(harness: &H) {
             .publish(req.clone())
             .await
             .unwrap_or_else(|e| panic!("publishes_arrive: publish {i} failed: {e}"));
-        assert_eq!(receipt.message_id, req.message_id, "publishes_arrive: receipt id");
+        assert_eq!(
+            receipt.message_id, req.message_id,
+            "publishes_arrive: receipt id"
+        );
     }
     let got = observer.take(sent.len(), ARRIVAL_DEADLINE).await;
     let got: Vec<_> = got.into_iter().map(|m| (m.subject, m.payload)).collect();
-    assert_eq!(got, sent, "publishes_arrive: messages differ from what was sent");
+    assert_eq!(
+        got, sent,
+        "publishes_arrive: messages differ from what was sent"
+    );
     publisher.close().await.expect("publishes_arrive: close");
 }
 
@@ -153,12 +159,19 @@ pub async fn headers_and_ids_are_preserved<H: Harness>(harness: &H) {
         .publish(req)
         .await
         .unwrap_or_else(|e| panic!("headers_and_ids: publish failed: {e}"));
-    assert_eq!(receipt.message_id, id, "headers_and_ids: receipt carries the caller's id");
+    assert_eq!(
+        receipt.message_id, id,
+        "headers_and_ids: receipt carries the caller's id"
+    );
     let got = observer.take(1, ARRIVAL_DEADLINE).await.remove(0);
     assert_eq!(got.payload, payload, "headers_and_ids: payload");
     assert_eq!(got.headers.get("X-Lax-Test"), Some("value with spaces"));
     assert_eq!(got.headers.get("Trace-Id"), Some("abc123"));
-    assert_eq!(got.message_id.as_deref(), Some(id.as_str()), "headers_and_ids: message id");
+    assert_eq!(
+        got.message_id.as_deref(),
+        Some(id.as_str()),
+        "headers_and_ids: message id"
+    );
     publisher.close().await.expect("headers_and_ids: close");
 }
 
@@ -184,13 +197,20 @@ pub async fn invalid_input_is_refused<H: Harness>(harness: &H) {
         ),
         (
             "payload over 64 MiB",
-            request(harness, format!("{prefix}.big"), vec![0u8; 64 * 1024 * 1024 + 1]),
+            request(
+                harness,
+                format!("{prefix}.big"),
+                vec![0u8; 64 * 1024 * 1024 + 1],
+            ),
         ),
     ];
     for (what, req) in bad {
         match publisher.publish(req).await {
             Err(e) if e.kind() == ErrorKind::InvalidInput => {}
-            Err(e) => panic!("invalid_input: {what}: wrong error kind {:?}: {e}", e.kind()),
+            Err(e) => panic!(
+                "invalid_input: {what}: wrong error kind {:?}: {e}",
+                e.kind()
+            ),
             Ok(_) => panic!("invalid_input: {what}: accepted"),
         }
     }
@@ -235,7 +255,11 @@ pub async fn concurrent_use_is_safe<H: Harness>(harness: &H) {
     }
     let got = observer.take(TASKS * EACH, ARRIVAL_DEADLINE).await;
     let distinct: HashSet<_> = got.iter().map(|m| m.payload.clone()).collect();
-    assert_eq!(distinct.len(), TASKS * EACH, "concurrent_use: duplicates or losses");
+    assert_eq!(
+        distinct.len(),
+        TASKS * EACH,
+        "concurrent_use: duplicates or losses"
+    );
     publisher.close().await.expect("concurrent_use: close");
 }
 
@@ -260,7 +284,10 @@ pub async fn close_drains_in_flight_publishes<H: Harness>(harness: &H) {
     }
     let until = Instant::now() + ARRIVAL_DEADLINE;
     while started.load(Ordering::SeqCst) < N {
-        assert!(Instant::now() < until, "close_drains: publishes did not start");
+        assert!(
+            Instant::now() < until,
+            "close_drains: publishes did not start"
+        );
         tokio::task::yield_now().await;
     }
     publisher.close().await.expect("close_drains: close");

@@ -1,2 +1,197 @@
-//! (filled by the layer work)
+//! A timeout that honours each request's own deadline.
+//!
+//! [`Timeout`] gives every request the timeout it carries ([`RequestTimeout`]; for a
+//! [`PublishRequest`] that is `options.timeout`), else the layer's default, and fails with
+//! [`Elapsed`](error::Elapsed) when it runs out. A publish that timed out may still have been
+//! stored.
+//!
+//! The clock starts when the request first has to wait for its answer (the first poll of its
+//! response future that finds it pending), so an answer that is ready at once never reads the
+//! clock or touches the timer.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lax_core::{PublishRequest, PublisherService, Route};
+//! use lax_core::testing::{Outcome, ScriptedPublisher};
+//! use lax_core::timeout::{TimeoutLayer, error::Elapsed};
+//! use tower::{Layer, ServiceExt};
+//!
+//! # tokio_test::block_on(async {
+//! let publisher = ScriptedPublisher::new(Route::Direct);
+//! publisher.push(Outcome::Delay(Duration::from_secs(60)));
+//! let service = TimeoutLayer::new(Duration::from_secs(5)).layer(PublisherService::new(publisher));
+//! let request = PublishRequest::new("a.b", "x").with_timeout(Duration::from_millis(10));
+//! let err = service.oneshot(request).await.unwrap_err();
+//! assert!(err.is::<Elapsed>());
+//! # });
+//! ```
+
 pub mod error;
+pub mod future;
+mod layer;
+
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tower::Service;
+
+pub use self::layer::TimeoutLayer;
+use crate::{error::BoxError, message::PublishRequest};
+
+/// A request that may carry its own timeout.
+pub trait RequestTimeout {
+    /// The timeout this request asks for, if any.
+    fn timeout(&self) -> Option<Duration>;
+}
+
+impl RequestTimeout for PublishRequest {
+    fn timeout(&self) -> Option<Duration> {
+        self.options.timeout
+    }
+}
+
+/// Fails a request with [`Elapsed`](error::Elapsed) when it takes longer than its own timeout,
+/// or the default one when it carries none.
+#[derive(Debug, Clone)]
+pub struct Timeout<S> {
+    inner: S,
+    default: Duration,
+}
+
+impl<S> Timeout<S> {
+    /// Wraps `inner`; requests without a timeout of their own get `default`.
+    pub fn new(inner: S, default: Duration) -> Self {
+        Timeout { inner, default }
+    }
+
+    /// The timeout of requests that carry none.
+    pub fn default_timeout(&self) -> Duration {
+        self.default
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for Timeout<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    Req: RequestTimeout,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = future::ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let after = request.timeout().unwrap_or(self.default);
+        future::ResponseFuture::new(
+            self.inner.call(request),
+            future::Deadline::FromFirstWait,
+            after,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_test::{assert_pending, assert_ready_err, assert_ready_ok};
+    use tower::Layer;
+    use tower_test::mock;
+
+    use super::{TimeoutLayer, error::Elapsed};
+    use crate::{
+        error::{Error, ErrorKind},
+        message::{PublishRequest, Receipt},
+    };
+
+    type Spawned = mock::Spawn<super::Timeout<mock::Mock<PublishRequest, Receipt>>>;
+
+    fn harness(default: Duration) -> (Spawned, mock::Handle<PublishRequest, Receipt>) {
+        let (service, handle) = mock::pair::<PublishRequest, Receipt>();
+        (
+            mock::Spawn::new(TimeoutLayer::new(default).layer(service)),
+            handle,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_message_timeout_wins_over_the_default() {
+        let (mut service, mut handle) = harness(Duration::from_secs(5));
+        assert_ready_ok!(service.poll_ready());
+        let request = PublishRequest::new("a.b", "x").with_timeout(Duration::from_millis(100));
+        let mut response = tokio_test::task::spawn(service.call(request));
+        let (_request, _respond) = handle.next_request().await.unwrap();
+        assert_pending!(response.poll());
+        tokio::time::advance(Duration::from_millis(99)).await;
+        assert_pending!(response.poll());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let err = assert_ready_err!(response.poll());
+        let elapsed = err.downcast_ref::<Elapsed>().expect("an Elapsed error");
+        assert_eq!(elapsed.after(), Duration::from_millis(100));
+        assert_eq!(Error::from_boxed(err).kind(), ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn default_applies_without_a_per_message_timeout() {
+        let (mut service, mut handle) = harness(Duration::from_secs(5));
+        assert_ready_ok!(service.poll_ready());
+        let mut response = tokio_test::task::spawn(service.call(PublishRequest::new("a.b", "x")));
+        let (_request, _respond) = handle.next_request().await.unwrap();
+        // The clock starts at the first poll that has to wait.
+        assert_pending!(response.poll());
+        tokio::time::advance(Duration::from_millis(4_999)).await;
+        assert_pending!(response.poll());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let err = assert_ready_err!(response.poll());
+        assert_eq!(
+            err.downcast_ref::<Elapsed>().unwrap().after(),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_in_time_passes_through() {
+        let (mut service, mut handle) = harness(Duration::from_secs(5));
+        assert_ready_ok!(service.poll_ready());
+        let request = PublishRequest::new("a.b", "x");
+        let id = request.message_id.clone();
+        let mut response = tokio_test::task::spawn(service.call(request));
+        let (_request, respond) = handle.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_pending!(response.poll());
+        respond.send_response(Receipt::direct(id.clone()));
+        assert_eq!(assert_ready_ok!(response.poll()).message_id, id);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn inner_errors_pass_through_unchanged() {
+        let (mut service, mut handle) = harness(Duration::from_secs(5));
+        assert_ready_ok!(service.poll_ready());
+        let mut response = tokio_test::task::spawn(service.call(PublishRequest::new("a.b", "x")));
+        let (_request, respond) = handle.next_request().await.unwrap();
+        respond.send_error(Error::rejected("no stream"));
+        let err = assert_ready_err!(response.poll());
+        assert_eq!(Error::from_boxed(err).kind(), ErrorKind::Rejected);
+    }
+}

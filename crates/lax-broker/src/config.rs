@@ -1,0 +1,324 @@
+//! The broker's settings: a clap [`Args`](clap::Args) struct, so `lax broker` reads them from
+//! flags and `LAX_BROKER_*` environment variables, and other code builds one directly.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{ArgAction, Args};
+
+use crate::error::BrokerError;
+
+/// How the broker connects, listens and publishes.
+///
+/// Every option is a flag of `lax broker` and an environment variable. Build one in code with
+/// [`BrokerConfig::new`] (defaults everywhere but the NATS URLs) and adjust the public fields.
+///
+/// ```
+/// use lax_broker::BrokerConfig;
+///
+/// let mut config = BrokerConfig::new(["nats://127.0.0.1:4222"]);
+/// config.listen = "127.0.0.1:0".parse().unwrap();
+/// config.replicated_replicas = 1; // a single-node dev server
+/// assert!(config.validate().is_ok());
+/// assert!(config.auto_create_streams());
+/// ```
+#[derive(Debug, Clone, Args)]
+pub struct BrokerConfig {
+    /// NATS server URLs, comma-separated.
+    #[arg(
+        long = "nats-url",
+        env = "LAX_BROKER_NATS_URLS",
+        value_delimiter = ',',
+        value_name = "URL[,URL...]"
+    )]
+    pub nats_urls: Vec<String>,
+
+    /// The NATS URLs shared with LAX clients; used when neither `--nats-url` nor
+    /// `LAX_BROKER_NATS_URLS` is given.
+    #[arg(
+        long = "shared-nats-urls",
+        env = "LAX_NATS_URLS",
+        value_delimiter = ',',
+        hide = true
+    )]
+    pub shared_nats_urls: Vec<String>,
+
+    /// Address the gRPC server listens on (port 0 picks a free port).
+    #[arg(long, env = "LAX_BROKER_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// Address of the Prometheus `/metrics` endpoint (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "LAX_BROKER_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: SocketAddr,
+
+    /// Do not serve `/metrics`.
+    #[arg(long, env = "LAX_BROKER_NO_METRICS")]
+    pub no_metrics: bool,
+
+    /// Replicas of a `replicated`-tier stream. Set 1 for a single-node dev server; below 3 a
+    /// warning is logged at start-up.
+    #[arg(
+        long,
+        env = "LAX_BROKER_REPLICATED_REPLICAS",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u8).range(1..=5)
+    )]
+    pub replicated_replicas: u8,
+
+    /// Create a stream when a publish finds none capturing its subject (the default).
+    #[arg(
+        long = "auto-create-streams",
+        env = "LAX_BROKER_AUTO_CREATE_STREAMS",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value_t = true,
+        default_missing_value = "true",
+        overrides_with = "no_auto_create"
+    )]
+    pub auto_create: bool,
+
+    /// Refuse publishes that no stream captures instead of creating one.
+    #[arg(long = "no-auto-create", overrides_with = "auto_create")]
+    pub no_auto_create: bool,
+
+    /// Most publishes in flight across all clients; past it publishes fail with
+    /// RESOURCE_EXHAUSTED ("broker buffer full").
+    #[arg(
+        long,
+        env = "LAX_BROKER_MAX_INFLIGHT",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_inflight: u32,
+
+    /// Most unanswered publishes per StreamPublish call; the broker stops reading the call's
+    /// requests while this many wait for acks.
+    #[arg(
+        long,
+        env = "LAX_BROKER_STREAM_WINDOW",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub stream_window: u32,
+
+    /// Most unanswered publishes per BatchPublish call.
+    #[arg(
+        long,
+        env = "LAX_BROKER_BATCH_WINDOW",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub batch_window: u32,
+
+    /// How long a publish waits for its JetStream ack when the request sets no timeout.
+    #[arg(long, env = "LAX_BROKER_PUBLISH_TIMEOUT_MS", default_value_t = 5_000)]
+    pub publish_timeout_ms: u64,
+
+    /// How long the first connection attempt to NATS may take.
+    #[arg(
+        long,
+        env = "LAX_BROKER_NATS_CONNECT_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub nats_connect_timeout_ms: u64,
+
+    /// Longest pause between reconnection attempts while NATS is unreachable.
+    #[arg(
+        long,
+        env = "LAX_BROKER_NATS_RECONNECT_MAX_DELAY_MS",
+        default_value_t = 2_000
+    )]
+    pub nats_reconnect_max_delay_ms: u64,
+
+    /// How long a subject → stream lookup is cached.
+    #[arg(long, env = "LAX_BROKER_STREAM_CACHE_TTL_MS", default_value_t = 60_000)]
+    pub stream_cache_ttl_ms: u64,
+
+    /// Largest gRPC request accepted, in bytes (a BatchPublish carries many messages).
+    #[arg(long, env = "LAX_BROKER_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// Most concurrent gRPC requests per client connection; more are shed with UNAVAILABLE.
+    #[arg(
+        long,
+        env = "LAX_BROKER_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_concurrent_requests: u32,
+
+    /// How long a graceful shutdown waits for in-flight requests before closing anyway.
+    #[arg(long, env = "LAX_BROKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub shutdown_timeout_ms: u64,
+}
+
+impl BrokerConfig {
+    /// Defaults for everything but the NATS URLs; the gRPC server listens on
+    /// `0.0.0.0:50051` and `/metrics` on `0.0.0.0:9090`.
+    pub fn new<I, S>(nats_urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        BrokerConfig {
+            nats_urls: nats_urls.into_iter().map(Into::into).collect(),
+            shared_nats_urls: Vec::new(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            no_metrics: false,
+            replicated_replicas: 3,
+            auto_create: true,
+            no_auto_create: false,
+            max_inflight: 10_000,
+            stream_window: 1024,
+            batch_window: 256,
+            publish_timeout_ms: 5_000,
+            nats_connect_timeout_ms: 5_000,
+            nats_reconnect_max_delay_ms: 2_000,
+            stream_cache_ttl_ms: 60_000,
+            max_request_bytes: 16 * 1024 * 1024,
+            max_concurrent_requests: 10_000,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+
+    /// The NATS URLs to connect to: `--nats-url`, else `LAX_NATS_URLS`, else
+    /// `nats://localhost:4222`.
+    pub fn resolved_nats_urls(&self) -> Vec<String> {
+        if !self.nats_urls.is_empty() {
+            self.nats_urls.clone()
+        } else if !self.shared_nats_urls.is_empty() {
+            self.shared_nats_urls.clone()
+        } else {
+            vec![DEFAULT_NATS_URL.to_owned()]
+        }
+    }
+
+    /// Whether publishes that no stream captures create one.
+    pub fn auto_create_streams(&self) -> bool {
+        self.auto_create && !self.no_auto_create
+    }
+
+    /// Sets whether publishes that no stream captures create one.
+    pub fn set_auto_create_streams(&mut self, enabled: bool) {
+        self.auto_create = enabled;
+        self.no_auto_create = !enabled;
+    }
+
+    /// Ack wait of a publish whose request sets no timeout.
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    /// Checks values clap cannot check on its own (and those of a hand-built config).
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Config`] naming the first bad value.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let bad = |what: &str| Err(BrokerError::Config(what.to_owned()));
+        if self
+            .resolved_nats_urls()
+            .iter()
+            .any(|url| url.trim().is_empty())
+        {
+            return bad("a NATS URL is empty");
+        }
+        if !(1..=5).contains(&self.replicated_replicas) {
+            return bad("replicated-replicas must be between 1 and 5");
+        }
+        for (value, name) in [
+            (self.max_inflight, "max-inflight"),
+            (self.stream_window, "stream-window"),
+            (self.batch_window, "batch-window"),
+            (self.max_concurrent_requests, "max-concurrent-requests"),
+        ] {
+            if value == 0 {
+                return Err(BrokerError::Config(format!("{name} must be at least 1")));
+            }
+        }
+        for (value, name) in [
+            (self.publish_timeout_ms, "publish-timeout-ms"),
+            (self.nats_connect_timeout_ms, "nats-connect-timeout-ms"),
+            (
+                self.nats_reconnect_max_delay_ms,
+                "nats-reconnect-max-delay-ms",
+            ),
+        ] {
+            if value == 0 {
+                return Err(BrokerError::Config(format!(
+                    "{name} must be greater than 0"
+                )));
+            }
+        }
+        if self.max_request_bytes == 0 {
+            return bad("max-request-bytes must be greater than 0");
+        }
+        Ok(())
+    }
+}
+
+/// Where the broker looks for NATS when told nothing.
+pub const DEFAULT_NATS_URL: &str = "nats://localhost:4222";
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: BrokerConfig,
+    }
+
+    #[test]
+    fn flags_parse_and_the_last_auto_create_flag_wins() {
+        let cli = Cli::try_parse_from([
+            "lax",
+            "--nats-url",
+            "nats://a:4222,nats://b:4222",
+            "--listen",
+            "127.0.0.1:0",
+            "--replicated-replicas",
+            "1",
+            "--no-auto-create",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.nats_urls, ["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(cli.config.replicated_replicas, 1);
+        assert!(!cli.config.auto_create_streams());
+
+        let cli =
+            Cli::try_parse_from(["lax", "--no-auto-create", "--auto-create-streams"]).unwrap();
+        assert!(cli.config.auto_create_streams());
+        assert_eq!(cli.config.resolved_nats_urls(), [DEFAULT_NATS_URL]);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        assert!(Cli::try_parse_from(["lax", "--replicated-replicas", "0"]).is_err());
+        assert!(Cli::try_parse_from(["lax", "--max-inflight", "0"]).is_err());
+        assert!(Cli::try_parse_from(["lax", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn hand_built_configs_are_validated() {
+        let mut config = BrokerConfig::new(["nats://127.0.0.1:4222"]);
+        assert!(config.validate().is_ok());
+        config.max_inflight = 0;
+        assert!(
+            matches!(config.validate(), Err(BrokerError::Config(m)) if m.contains("max-inflight"))
+        );
+        let mut config = BrokerConfig::new([""]);
+        assert!(config.validate().is_err());
+        config.nats_urls.clear();
+        config.set_auto_create_streams(false);
+        assert!(!config.auto_create_streams());
+        assert!(config.validate().is_ok());
+    }
+}

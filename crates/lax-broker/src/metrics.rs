@@ -1,0 +1,244 @@
+//! The broker's own Prometheus figures and the `/metrics` HTTP endpoint.
+//!
+//! Each broker has its own recorder (not the process-global one), so several brokers in one
+//! process (tests, `lax dev`) keep separate figures. Handles are registered on that recorder
+//! directly through [`metrics::Recorder`].
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, routing::get};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Requests answered, by `rpc` and gRPC `code`.
+pub const REQUESTS_TOTAL: &str = "lax_broker_requests_total";
+/// Publishes answered, by `tier` and `result` (`stored`, `duplicate` or the gRPC code).
+pub const PUBLISH_TOTAL: &str = "lax_broker_publish_total";
+/// Seconds from receiving a publish to answering it, by `rpc` and `tier`.
+pub const PUBLISH_LATENCY_SECONDS: &str = "lax_broker_publish_latency_seconds";
+/// Publishes holding a slot of the broker's in-flight cap.
+pub const INFLIGHT_PUBLISHES: &str = "lax_broker_inflight_publishes";
+/// JetStream failures, by `kind` (`timeout`, `no_stream`, `disconnected`, `api`, ...).
+pub const JETSTREAM_ERRORS_TOTAL: &str = "lax_broker_jetstream_errors_total";
+/// 1 while the NATS connection is up, else 0.
+pub const NATS_CONNECTED: &str = "lax_broker_nats_connected";
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The broker's figures, recorded into its own Prometheus recorder.
+#[derive(Clone)]
+pub struct BrokerMetrics {
+    recorder: Arc<PrometheusRecorder>,
+    inflight: Gauge,
+    connected: Gauge,
+}
+
+impl std::fmt::Debug for BrokerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for BrokerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BrokerMetrics {
+    /// A fresh recorder with the broker's metrics described.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(PUBLISH_LATENCY_SECONDS.to_owned()),
+                LATENCY_BUCKETS,
+            )
+            .expect("the latency bucket list is non-empty")
+            .build_recorder();
+        let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            recorder.describe_counter(KeyName::from_const_str(name), unit, help.into());
+        };
+        describe(
+            REQUESTS_TOTAL,
+            None,
+            "gRPC requests answered, by rpc and code",
+        );
+        describe(
+            PUBLISH_TOTAL,
+            None,
+            "publishes answered, by tier and result",
+        );
+        describe(JETSTREAM_ERRORS_TOTAL, None, "JetStream failures, by kind");
+        recorder.describe_histogram(
+            KeyName::from_const_str(PUBLISH_LATENCY_SECONDS),
+            Some(Unit::Seconds),
+            "seconds from receiving a publish to answering it".into(),
+        );
+        recorder.describe_gauge(
+            KeyName::from_const_str(INFLIGHT_PUBLISHES),
+            None,
+            "publishes holding a slot of the in-flight cap".into(),
+        );
+        recorder.describe_gauge(
+            KeyName::from_const_str(NATS_CONNECTED),
+            None,
+            "1 while the NATS connection is up".into(),
+        );
+        let inflight =
+            recorder.register_gauge(&Key::from_static_name(INFLIGHT_PUBLISHES), &METADATA);
+        let connected = recorder.register_gauge(&Key::from_static_name(NATS_CONNECTED), &METADATA);
+        BrokerMetrics {
+            recorder: Arc::new(recorder),
+            inflight,
+            connected,
+        }
+    }
+
+    /// A handle that renders the figures in the Prometheus text format.
+    pub fn handle(&self) -> PrometheusHandle {
+        self.recorder.handle()
+    }
+
+    fn counter(&self, name: &'static str, labels: [(&'static str, String); 2]) -> Counter {
+        let labels: Vec<Label> = labels.into_iter().map(|(k, v)| Label::new(k, v)).collect();
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    fn histogram(&self, name: &'static str, labels: [(&'static str, String); 2]) -> Histogram {
+        let labels: Vec<Label> = labels.into_iter().map(|(k, v)| Label::new(k, v)).collect();
+        self.recorder
+            .register_histogram(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    /// Counts one answered request.
+    pub(crate) fn request(&self, rpc: &'static str, code: tonic::Code) {
+        self.counter(
+            REQUESTS_TOTAL,
+            [("rpc", rpc.to_owned()), ("code", code_label(code))],
+        )
+        .increment(1);
+    }
+
+    /// Counts one answered publish and records its latency.
+    pub(crate) fn publish(&self, rpc: &'static str, tier: &str, result: &str, elapsed: Duration) {
+        self.counter(
+            PUBLISH_TOTAL,
+            [("tier", tier.to_owned()), ("result", result.to_owned())],
+        )
+        .increment(1);
+        self.histogram(
+            PUBLISH_LATENCY_SECONDS,
+            [("rpc", rpc.to_owned()), ("tier", tier.to_owned())],
+        )
+        .record(elapsed.as_secs_f64());
+    }
+
+    /// Counts one JetStream failure.
+    pub(crate) fn jetstream_error(&self, kind: &'static str) {
+        let labels = vec![Label::new("kind", kind)];
+        self.recorder
+            .register_counter(&Key::from_parts(JETSTREAM_ERRORS_TOTAL, labels), &METADATA)
+            .increment(1);
+    }
+
+    pub(crate) fn inflight_changed(&self, delta: f64) {
+        self.inflight.increment(delta);
+    }
+
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.set(if connected { 1.0 } else { 0.0 });
+    }
+}
+
+/// The snake_case label of a gRPC code (`ok`, `invalid_argument`, ...).
+pub(crate) fn code_label(code: tonic::Code) -> String {
+    let mut label = String::new();
+    for (i, word) in format!("{code:?}").char_indices() {
+        if word.is_uppercase() && i > 0 {
+            label.push('_');
+        }
+        label.push(word.to_ascii_lowercase());
+    }
+    label
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` fires, running the recorder's upkeep
+/// meanwhile.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: BrokerMetrics,
+    shutdown: CancellationToken,
+) {
+    let handle = metrics.handle();
+    let upkeep = {
+        let handle = handle.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => handle.run_upkeep(),
+                }
+            }
+        }
+    };
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    );
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let (served, ()) = tokio::join!(server, upkeep);
+    if let Err(error) = served {
+        tracing::warn!(%error, "metrics endpoint stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_become_snake_case_labels() {
+        assert_eq!(code_label(tonic::Code::Ok), "ok");
+        assert_eq!(code_label(tonic::Code::InvalidArgument), "invalid_argument");
+        assert_eq!(
+            code_label(tonic::Code::ResourceExhausted),
+            "resource_exhausted"
+        );
+    }
+
+    #[test]
+    fn figures_render_per_broker() {
+        let a = BrokerMetrics::new();
+        let b = BrokerMetrics::new();
+        a.request("Publish", tonic::Code::Ok);
+        a.publish("Publish", "persistent", "stored", Duration::from_millis(3));
+        a.jetstream_error("timeout");
+        let rendered = a.handle().render();
+        assert!(
+            rendered.contains("lax_broker_requests_total{rpc=\"Publish\",code=\"ok\"} 1"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("lax_broker_publish_latency_seconds_bucket"),
+            "{rendered}"
+        );
+        assert!(rendered.contains("lax_broker_jetstream_errors_total{kind=\"timeout\"} 1"));
+        assert!(!b.handle().render().contains("lax_broker_requests_total{"));
+    }
+}

@@ -1,0 +1,475 @@
+//! Publishing to JetStream: turning a `broker.v1` request into a checked message, sending it
+//! under the broker's in-flight cap, and reading JetStream's ack into an answer.
+//!
+//! A publish is two steps so that callers can pipeline: [`PublishCore::send`] writes the
+//! message to NATS (in call order) and [`InFlight::wait`] awaits its ack. Every path
+//! (Publish, BatchPublish, StreamPublish) goes through both.
+
+pub(crate) mod deadline;
+
+use std::{
+    future::IntoFuture as _,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use async_nats::{
+    HeaderMap,
+    connection::State,
+    jetstream::{
+        self, ErrorCode,
+        context::{PublishAckFuture, PublishErrorKind},
+    },
+};
+use bytes::Bytes;
+use lax_core::{
+    Headers, Limits, MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, TRACE_ID_HEADER, Tier,
+    validate::validate_request,
+};
+use lax_proto::broker::v1 as pb;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::{Instant, timeout_at},
+};
+use tonic::Code;
+
+use crate::{
+    error::{PublishFailure, code_for_jetstream},
+    metrics::BrokerMetrics,
+    routing::{StreamRouter, StreamTarget},
+};
+
+/// The header carrying a request's `key`.
+pub const KEY_HEADER: &str = "Lax-Key";
+
+/// A checked message, ready to send.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub(crate) message_id: String,
+    pub(crate) tier: Tier,
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+    /// How long to wait for the ack (the request's `timeout_ms` or the broker default).
+    ack_timeout: Duration,
+}
+
+/// A message the broker refused before sending it.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) message_id: String,
+    pub(crate) tier: Option<Tier>,
+    pub(crate) failure: PublishFailure,
+}
+
+/// What JetStream stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub(crate) stream: String,
+    pub(crate) sequence: u64,
+    pub(crate) duplicate: bool,
+    /// When the broker received the ack (JetStream's ack carries no time).
+    pub(crate) timestamp: SystemTime,
+}
+
+/// Settings of the publish path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PublishSettings {
+    pub(crate) default_timeout: Duration,
+    pub(crate) max_inflight: usize,
+}
+
+/// The shared publish machinery of one broker.
+#[derive(Debug)]
+pub(crate) struct PublishCore {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    router: Arc<StreamRouter>,
+    inflight: Arc<Semaphore>,
+    settings: PublishSettings,
+    metrics: BrokerMetrics,
+}
+
+impl PublishCore {
+    pub(crate) fn new(
+        client: async_nats::Client,
+        jetstream: jetstream::Context,
+        router: Arc<StreamRouter>,
+        settings: PublishSettings,
+        metrics: BrokerMetrics,
+    ) -> Self {
+        PublishCore {
+            client,
+            jetstream,
+            router,
+            inflight: Arc::new(Semaphore::new(settings.max_inflight)),
+            settings,
+            metrics,
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> &BrokerMetrics {
+        &self.metrics
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    /// Checks a request and builds the message: message id, headers (`Nats-Msg-Id`,
+    /// `Trace-Id`, `Lax-Key`), tier and ack timeout. `defaults` stand in for missing options.
+    pub(crate) fn prepare(
+        &self,
+        request: pb::PublishRequest,
+        defaults: Option<&pb::PublishOptions>,
+    ) -> Result<Prepared, Refused> {
+        let message_id = message_id_of(&request);
+        let refuse = |tier, failure| Refused {
+            message_id: message_id.clone(),
+            tier,
+            failure,
+        };
+        let options = request
+            .options
+            .as_ref()
+            .or(defaults)
+            .cloned()
+            .unwrap_or_default();
+        let tier: Tier = options
+            .tier
+            .parse()
+            .map_err(|e: lax_core::Error| refuse(None, PublishFailure::from_core(&e)))?;
+        if options.timeout_ms < 0 {
+            return Err(refuse(
+                Some(tier),
+                PublishFailure::invalid(format!(
+                    "timeout_ms is {}; it must not be negative",
+                    options.timeout_ms
+                )),
+            ));
+        }
+        let mut headers = Headers::from(request.headers);
+        headers.insert(NATS_MSG_ID_HEADER, message_id.clone());
+        if !request.trace_id.is_empty() {
+            headers.insert(TRACE_ID_HEADER, request.trace_id);
+        }
+        if !request.key.is_empty() {
+            headers.insert(KEY_HEADER, request.key);
+        }
+        let timeout =
+            (options.timeout_ms > 0).then(|| Duration::from_millis(options.timeout_ms as u64));
+        let core_request = lax_core::PublishRequest {
+            subject: request.subject,
+            payload: Bytes::from(request.payload),
+            headers,
+            message_id: message_id.clone(),
+            options: lax_core::PublishOptions {
+                tier,
+                require_ack: options.require_ack,
+                timeout,
+                ..Default::default()
+            },
+        };
+        validate_request(&core_request, &self.limits())
+            .map_err(|e| refuse(Some(tier), PublishFailure::from_core(&e)))?;
+        let mut nats_headers = HeaderMap::new();
+        for (name, value) in core_request.headers.iter() {
+            nats_headers.insert(name, value);
+        }
+        Ok(Prepared {
+            message_id,
+            tier,
+            subject: core_request.subject,
+            headers: nats_headers,
+            payload: core_request.payload,
+            ack_timeout: timeout.unwrap_or(self.settings.default_timeout),
+        })
+    }
+
+    /// Limits from the server's advertised `max_payload`; before the first connection the
+    /// size is unknown and left to the send, which fails UNAVAILABLE anyway.
+    fn limits(&self) -> Limits {
+        let max_payload = self.client.server_info().max_payload;
+        let limits = Limits::default();
+        if max_payload == 0 {
+            limits.with_max_payload(usize::MAX)
+        } else {
+            limits.with_max_payload(max_payload)
+        }
+    }
+
+    /// Takes an in-flight slot and sends the message; the returned [`InFlight`] awaits its
+    /// ack. `call_deadline` is the gRPC deadline, if the client set one.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        prepared: Prepared,
+        call_deadline: Option<Instant>,
+    ) -> Result<InFlight, PublishFailure> {
+        let permit = self.inflight.clone().try_acquire_owned().map_err(|_| {
+            PublishFailure::new(
+                Code::ResourceExhausted,
+                format!(
+                    "broker buffer full: {} publishes in flight; retry later",
+                    self.settings.max_inflight
+                ),
+            )
+        })?;
+        let permit = InflightPermit::new(permit, self.metrics.clone());
+        if !self.is_connected() {
+            self.metrics.jetstream_error("disconnected");
+            return Err(self.unreachable());
+        }
+        let own_deadline = Instant::now() + prepared.ack_timeout;
+        let deadline = call_deadline.map_or(own_deadline, |d| d.min(own_deadline));
+        let (target, ack) = self.dispatch(&prepared, deadline).await?;
+        Ok(InFlight {
+            core: Arc::clone(self),
+            prepared,
+            target,
+            ack,
+            deadline,
+            _permit: permit,
+        })
+    }
+
+    fn unreachable(&self) -> PublishFailure {
+        PublishFailure::unavailable("NATS is unreachable; the broker is reconnecting")
+    }
+
+    /// Finds the stream, checks it is strong enough for the tier and writes the message.
+    async fn dispatch(
+        &self,
+        prepared: &Prepared,
+        deadline: Instant,
+    ) -> Result<(StreamTarget, PublishAckFuture), PublishFailure> {
+        let target = timeout_at(
+            deadline,
+            self.router.resolve(&prepared.subject, prepared.tier),
+        )
+        .await
+        .map_err(|_| self.timed_out("finding the stream", false))??;
+        if let Some(why) = target.weakness_for(prepared.tier, self.router.replicated_replicas()) {
+            return Err(PublishFailure::precondition(format!(
+                "refused: {why}; publish with a weaker tier or move the subject to a stronger stream"
+            )));
+        }
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(prepared.payload.clone())
+            .headers(prepared.headers.clone());
+        let ack = timeout_at(
+            deadline,
+            self.jetstream
+                .send_publish(prepared.subject.clone(), publish),
+        )
+        .await
+        .map_err(|_| self.timed_out("sending the message", true))?
+        .map_err(|e| self.send_failure(&e))?;
+        Ok((target, ack))
+    }
+
+    fn timed_out(&self, doing: &str, maybe_stored: bool) -> PublishFailure {
+        let failure = if self.is_connected() {
+            self.metrics.jetstream_error("timeout");
+            PublishFailure::new(
+                Code::DeadlineExceeded,
+                format!("deadline exceeded while {doing}"),
+            )
+        } else {
+            self.metrics.jetstream_error("disconnected");
+            self.unreachable()
+        };
+        if maybe_stored {
+            failure.maybe_stored()
+        } else {
+            failure
+        }
+    }
+
+    fn send_failure(&self, error: &jetstream::context::PublishError) -> PublishFailure {
+        match error.kind() {
+            PublishErrorKind::MaxPayloadExceeded => PublishFailure::invalid(format!(
+                "message is larger than the server's max_payload of {} bytes: {error}",
+                self.client.server_info().max_payload
+            )),
+            _ => {
+                self.metrics.jetstream_error("send");
+                PublishFailure::unavailable(format!("could not send to NATS: {error}"))
+            }
+        }
+    }
+
+    /// The failure for an ack that came back as an error.
+    fn ack_failure(
+        &self,
+        target: &StreamTarget,
+        error: &jetstream::context::PublishError,
+    ) -> PublishFailure {
+        match error.kind() {
+            PublishErrorKind::TimedOut => self.timed_out("waiting for the JetStream ack", true),
+            PublishErrorKind::BrokenPipe => {
+                self.metrics.jetstream_error("disconnected");
+                PublishFailure::unavailable("the NATS connection broke before the ack arrived")
+                    .maybe_stored()
+            }
+            PublishErrorKind::StreamNotFound => {
+                self.metrics.jetstream_error("no_stream");
+                PublishFailure::new(
+                    Code::NotFound,
+                    format!("stream {} no longer captures the subject", target.name),
+                )
+            }
+            _ => {
+                self.metrics.jetstream_error("api");
+                let js = std::error::Error::source(error)
+                    .and_then(|s| s.downcast_ref::<jetstream::Error>());
+                match js {
+                    Some(js) => {
+                        let mut failure = PublishFailure::new(
+                            code_for_jetstream(js),
+                            format!("stream {} refused the message: {js}", target.name),
+                        );
+                        if matches!(
+                            js.error_code(),
+                            ErrorCode::CLUSTER_NO_PEERS | ErrorCode::INSUFFICIENT_RESOURCES
+                        ) {
+                            failure.message.push_str(&format!(
+                                " (stream has {} replicas; too few JetStream servers)",
+                                target.replicas
+                            ));
+                        }
+                        failure
+                    }
+                    None => PublishFailure::new(
+                        Code::Internal,
+                        format!("unreadable JetStream ack: {error}"),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The message id: the request's `message_id`, else its `Nats-Msg-Id` or `Message-Id`
+/// header, else a new one.
+fn message_id_of(request: &pb::PublishRequest) -> String {
+    if !request.message_id.is_empty() {
+        return request.message_id.clone();
+    }
+    [NATS_MSG_ID_HEADER, MESSAGE_ID_HEADER]
+        .iter()
+        .find_map(|name| {
+            request
+                .headers
+                .get(*name)
+                .filter(|v| !v.is_empty())
+                .cloned()
+        })
+        .unwrap_or_else(lax_core::new_message_id)
+}
+
+/// A slot of the in-flight cap, counted in the in-flight gauge while held.
+#[derive(Debug)]
+struct InflightPermit {
+    _permit: OwnedSemaphorePermit,
+    metrics: BrokerMetrics,
+}
+
+impl InflightPermit {
+    fn new(permit: OwnedSemaphorePermit, metrics: BrokerMetrics) -> Self {
+        metrics.inflight_changed(1.0);
+        InflightPermit {
+            _permit: permit,
+            metrics,
+        }
+    }
+}
+
+impl Drop for InflightPermit {
+    fn drop(&mut self) {
+        self.metrics.inflight_changed(-1.0);
+    }
+}
+
+/// A sent message awaiting its ack; it holds an in-flight slot until answered.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    core: Arc<PublishCore>,
+    prepared: Prepared,
+    target: StreamTarget,
+    ack: PublishAckFuture,
+    deadline: Instant,
+    _permit: InflightPermit,
+}
+
+impl InFlight {
+    /// Waits for the ack. A publish that found no stream (the stream went away since the
+    /// lookup was cached) was not stored, so it is resolved and sent once more.
+    pub(crate) async fn wait(self) -> Result<Stored, PublishFailure> {
+        let InFlight {
+            core,
+            prepared,
+            mut target,
+            mut ack,
+            deadline,
+            _permit,
+        } = self;
+        let mut resent = false;
+        loop {
+            let outcome = timeout_at(deadline, ack.into_future()).await;
+            let failure = match outcome {
+                Ok(Ok(ack)) => {
+                    if ack.stream != target.name {
+                        core.router.forget_subject(&prepared.subject);
+                    }
+                    return Ok(Stored {
+                        stream: ack.stream,
+                        sequence: ack.sequence,
+                        duplicate: ack.duplicate,
+                        timestamp: SystemTime::now(),
+                    });
+                }
+                Err(_elapsed) => core.timed_out("waiting for the JetStream ack", true),
+                Ok(Err(error)) => core.ack_failure(&target, &error),
+            };
+            let no_stream = failure.code == Code::NotFound && !failure.maybe_stored;
+            if no_stream {
+                core.router.forget_subject(&prepared.subject);
+            }
+            if !no_stream || resent {
+                return Err(failure);
+            }
+            resent = true;
+            (target, ack) = core.dispatch(&prepared, deadline).await?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn request(message_id: &str, headers: &[(&str, &str)]) -> pb::PublishRequest {
+        pb::PublishRequest {
+            message_id: message_id.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<HashMap<_, _>>(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn message_id_comes_from_the_field_then_the_headers_then_a_new_one() {
+        assert_eq!(message_id_of(&request("a", &[("Nats-Msg-Id", "b")])), "a");
+        assert_eq!(
+            message_id_of(&request("", &[("Nats-Msg-Id", "b"), ("Message-Id", "c")])),
+            "b"
+        );
+        assert_eq!(message_id_of(&request("", &[("Message-Id", "c")])), "c");
+        let generated = message_id_of(&request("", &[("Message-Id", "")]));
+        assert_eq!(generated.len(), 22);
+    }
+}

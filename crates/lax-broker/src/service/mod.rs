@@ -1,0 +1,295 @@
+//! `broker.v1.BrokerService`: Publish, BatchPublish and StreamPublish here; consuming
+//! (Subscribe, CreateConsumerGroup, Ack, Nack, InProgress, Term) in [`crate::consumer`].
+
+mod stream_publish;
+
+use std::{sync::Arc, time::Instant as StdInstant};
+
+use futures::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::FuturesOrdered};
+use lax_proto::broker::v1::{self as pb, broker_service_server::BrokerService};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::{
+    consumer::ConsumerGroups,
+    error::PublishFailure,
+    publish::{PublishCore, Refused, Stored, deadline::call_deadline},
+};
+
+/// The BrokerService implementation.
+#[derive(Debug, Clone)]
+pub(crate) struct BrokerServiceImpl {
+    core: Arc<PublishCore>,
+    consumers: ConsumerGroups,
+    shutdown: CancellationToken,
+    stream_window: usize,
+    batch_window: usize,
+}
+
+impl BrokerServiceImpl {
+    pub(crate) fn new(
+        core: Arc<PublishCore>,
+        consumers: ConsumerGroups,
+        shutdown: CancellationToken,
+        stream_window: usize,
+        batch_window: usize,
+    ) -> Self {
+        BrokerServiceImpl {
+            core,
+            consumers,
+            shutdown,
+            stream_window,
+            batch_window,
+        }
+    }
+
+    fn answered<T>(
+        &self,
+        rpc: &'static str,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.core.metrics().request(rpc, code);
+        result.map(Response::new)
+    }
+}
+
+/// The outcome of one publish, whichever RPC carried it.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) message_id: String,
+    pub(crate) result: Result<Stored, PublishFailure>,
+}
+
+impl Outcome {
+    fn refused(refused: Refused) -> Self {
+        Outcome {
+            message_id: refused.message_id,
+            result: Err(refused.failure),
+        }
+    }
+
+    fn into_response(self) -> pb::PublishResponse {
+        match self.result {
+            Ok(stored) => pb::PublishResponse {
+                message_id: self.message_id,
+                sequence: stored.sequence,
+                timestamp: Some(stored.timestamp.into()),
+                duplicate: stored.duplicate,
+                stream: stored.stream,
+                error: String::new(),
+                error_code: 0,
+            },
+            Err(failure) => pb::PublishResponse {
+                message_id: self.message_id,
+                error: failure.to_status().message().to_owned(),
+                error_code: failure.code_number(),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn into_ack(self) -> pb::PublishAck {
+        match self.result {
+            Ok(stored) => pb::PublishAck {
+                message_id: self.message_id,
+                success: true,
+                sequence: stored.sequence,
+                duplicate: stored.duplicate,
+                stream: stored.stream,
+                ..Default::default()
+            },
+            Err(failure) => pb::PublishAck {
+                message_id: self.message_id,
+                success: false,
+                error: failure.message.clone(),
+                error_code: failure.code_number(),
+                maybe_stored: failure.maybe_stored,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Publishes one request end to end: prepare, send, await the ack; records the figures.
+/// `send` runs now; the returned future awaits the ack, so callers can pipeline.
+pub(crate) async fn start_publish(
+    core: &Arc<PublishCore>,
+    rpc: &'static str,
+    request: pb::PublishRequest,
+    defaults: Option<&pb::PublishOptions>,
+    call_deadline: Option<Instant>,
+) -> BoxFuture<'static, Outcome> {
+    let started = StdInstant::now();
+    let prepared = match core.prepare(request, defaults) {
+        Ok(prepared) => prepared,
+        Err(refused) => {
+            let tier = refused.tier.map_or("unknown", |t| t.as_str());
+            record(core, rpc, tier, &refused.failure.code, started);
+            return futures::future::ready(Outcome::refused(refused)).boxed();
+        }
+    };
+    let message_id = prepared.message_id.clone();
+    let tier = prepared.tier;
+    let sent = core.send(prepared, call_deadline).await;
+    let core = Arc::clone(core);
+    async move {
+        let result = match sent {
+            Ok(in_flight) => in_flight.wait().await,
+            Err(failure) => Err(failure),
+        };
+        match &result {
+            Ok(stored) => {
+                let result = if stored.duplicate {
+                    "duplicate"
+                } else {
+                    "stored"
+                };
+                core.metrics()
+                    .publish(rpc, tier.as_str(), result, started.elapsed());
+            }
+            Err(failure) => record(&core, rpc, tier.as_str(), &failure.code, started),
+        }
+        if let Err(failure) = &result {
+            tracing::debug!(%message_id, rpc, %failure, "publish failed");
+        }
+        Outcome { message_id, result }
+    }
+    .boxed()
+}
+
+fn record(core: &PublishCore, rpc: &'static str, tier: &str, code: &Code, started: StdInstant) {
+    core.metrics().publish(
+        rpc,
+        tier,
+        &crate::metrics::code_label(*code),
+        started.elapsed(),
+    );
+}
+
+#[tonic::async_trait]
+impl BrokerService for BrokerServiceImpl {
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let deadline = call_deadline(request.metadata());
+        let outcome = start_publish(&self.core, "Publish", request.into_inner(), None, deadline)
+            .await
+            .await;
+        let result = match outcome.result {
+            Ok(_) => Ok(Outcome::into_response(outcome)),
+            Err(failure) => Err(failure.to_status()),
+        };
+        self.answered("Publish", result)
+    }
+
+    async fn batch_publish(
+        &self,
+        request: Request<pb::BatchPublishRequest>,
+    ) -> Result<Response<pb::BatchPublishResponse>, Status> {
+        let deadline = call_deadline(request.metadata());
+        let pb::BatchPublishRequest {
+            messages,
+            default_options,
+        } = request.into_inner();
+        let mut responses = Vec::with_capacity(messages.len());
+        let mut pending = FuturesOrdered::new();
+        for message in messages {
+            if pending.len() >= self.batch_window
+                && let Some(outcome) = pending.next().await
+            {
+                responses.push(Outcome::into_response(outcome));
+            }
+            let publish = start_publish(
+                &self.core,
+                "BatchPublish",
+                message,
+                default_options.as_ref(),
+                deadline,
+            )
+            .await;
+            pending.push_back(publish);
+        }
+        while let Some(outcome) = pending.next().await {
+            responses.push(Outcome::into_response(outcome));
+        }
+        let failure_count = responses.iter().filter(|r| r.error_code != 0).count();
+        let success_count = responses.len() - failure_count;
+        let response = pb::BatchPublishResponse {
+            responses,
+            success_count: i32::try_from(success_count).unwrap_or(i32::MAX),
+            failure_count: i32::try_from(failure_count).unwrap_or(i32::MAX),
+        };
+        self.answered("BatchPublish", Ok(response))
+    }
+
+    type StreamPublishStream = stream_publish::AckStream;
+
+    async fn stream_publish(
+        &self,
+        request: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<Self::StreamPublishStream>, Status> {
+        let deadline = call_deadline(request.metadata());
+        let acks = stream_publish::spawn(
+            Arc::clone(&self.core),
+            request.into_inner(),
+            self.stream_window,
+            deadline,
+            self.shutdown.clone(),
+        );
+        Ok(Response::new(acks))
+    }
+
+    type SubscribeStream = crate::consumer::MessageStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.answered(
+            "Subscribe",
+            self.consumers.subscribe(request.into_inner()).await,
+        )
+    }
+
+    async fn create_consumer_group(
+        &self,
+        request: Request<pb::ConsumerGroupRequest>,
+    ) -> Result<Response<pb::ConsumerGroup>, Status> {
+        let result = self.consumers.create_group(request.into_inner()).await;
+        self.answered("CreateConsumerGroup", result)
+    }
+
+    async fn ack(
+        &self,
+        request: Request<pb::AckRequest>,
+    ) -> Result<Response<pb::AckResponse>, Status> {
+        self.answered("Ack", self.consumers.ack(request.into_inner()).await)
+    }
+
+    async fn nack(
+        &self,
+        request: Request<pb::NackRequest>,
+    ) -> Result<Response<pb::AckResponse>, Status> {
+        self.answered("Nack", self.consumers.nack(request.into_inner()).await)
+    }
+
+    async fn in_progress(
+        &self,
+        request: Request<pb::AckRequest>,
+    ) -> Result<Response<pb::AckResponse>, Status> {
+        self.answered(
+            "InProgress",
+            self.consumers.in_progress(request.into_inner()).await,
+        )
+    }
+
+    async fn term(
+        &self,
+        request: Request<pb::AckRequest>,
+    ) -> Result<Response<pb::AckResponse>, Status> {
+        self.answered("Term", self.consumers.term(request.into_inner()).await)
+    }
+}

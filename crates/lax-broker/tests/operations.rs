@@ -1,0 +1,202 @@
+//! NATS outages, the replicated tier on a cluster, health, reflection and metrics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, WAIT, clients, request, test_config};
+use lax_broker::Broker;
+use lax_proto::broker::v1::GetStreamInfoRequest;
+use lax_testkit::{NatsCluster, wait_for, wait_until};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tonic::{Code, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+async fn health(channel: Channel) -> i32 {
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "broker.v1.BrokerService".into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_while_nats_is_down_and_recovers_without_a_restart() {
+    let mut h = Harness::start().await;
+    let channel = Channel::from_shared(format!("http://{}", h.broker.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(health(channel.clone()).await, ServingStatus::Serving as i32);
+    h.client
+        .publish(request("events.a", "x", "persistent"))
+        .await
+        .unwrap();
+
+    h.nats.stop().await.unwrap();
+    let client = h.client.clone();
+    wait_until(WAIT, || {
+        let mut client = client.clone();
+        async move {
+            matches!(client.publish(request("events.a", "x", "persistent")).await, Err(s) if s.code() == Code::Unavailable)
+        }
+    })
+    .await
+    .expect("publishes fail UNAVAILABLE while NATS is down");
+    wait_until(WAIT, || {
+        health(channel.clone()).then_eq(ServingStatus::NotServing as i32)
+    })
+    .await
+    .expect("health turns NOT_SERVING");
+
+    h.nats.restart().await.unwrap();
+    wait_until(WAIT, || {
+        let mut client = client.clone();
+        async move {
+            client
+                .publish(request("events.a", "y", "persistent"))
+                .await
+                .is_ok()
+        }
+    })
+    .await
+    .expect("publishes succeed again after NATS is back");
+    wait_until(WAIT, || {
+        health(channel.clone()).then_eq(ServingStatus::Serving as i32)
+    })
+    .await
+    .expect("health turns SERVING again");
+    h.broker.shutdown().await.unwrap();
+}
+
+trait ThenEq: Future<Output = i32> + Sized {
+    async fn then_eq(self, expected: i32) -> bool {
+        self.await == expected
+    }
+}
+impl<F: Future<Output = i32>> ThenEq for F {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_publishes_get_three_replicas_on_a_cluster() {
+    common::init_tracing();
+    let cluster = NatsCluster::start(3).await.expect("3-node cluster starts");
+    let mut config = test_config(cluster.urls());
+    config.replicated_replicas = 3;
+    let broker = Broker::start(config).await.unwrap();
+    let (mut client, mut streams) = clients(&broker).await;
+    // A fresh R3 stream may need a moment to elect its leader; wait for the first ack.
+    let stored = wait_for(WAIT, || {
+        let mut client = client.clone();
+        async move {
+            client
+                .publish(request("ledger.entry", "x", "replicated"))
+                .await
+                .ok()
+        }
+    })
+    .await
+    .expect("a replicated publish succeeds on the cluster")
+    .into_inner();
+    assert_eq!(stored.stream, "LEDGER");
+    let info = streams
+        .get_stream_info(GetStreamInfoRequest {
+            name: "LEDGER".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let config = info.config.unwrap().config.unwrap();
+    assert_eq!(
+        (config.num_replicas, config.tier.as_str()),
+        (3, "replicated")
+    );
+    let again = client
+        .publish(request("ledger.entry", "y", "replicated"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.stream, "LEDGER");
+    broker.shutdown().await.unwrap();
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_reflection_are_served() {
+    let mut h = Harness::start().await;
+    h.client
+        .publish(request("audit.x", "x", "persistent"))
+        .await
+        .unwrap();
+    let _ = h
+        .client
+        .publish(request("audit..x", "x", "persistent"))
+        .await
+        .unwrap_err();
+    let body = http_get(h.broker.metrics_addr().unwrap(), "/metrics").await;
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    assert!(
+        body.contains("lax_broker_requests_total{rpc=\"Publish\",code=\"ok\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("lax_broker_requests_total{rpc=\"Publish\",code=\"invalid_argument\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("lax_broker_publish_latency_seconds_bucket"),
+        "{body}"
+    );
+    assert!(body.contains("lax_broker_nats_connected 1"), "{body}");
+
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let channel = Channel::from_shared(format!("http://{}", h.broker.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"broker.v1.BrokerService") && names.contains(&"broker.v1.StreamManager"),
+        "{names:?}"
+    );
+    h.broker.shutdown().await.unwrap();
+}

@@ -1,0 +1,86 @@
+//! axum integration (feature `axum`): [`LaxClient`](crate::LaxClient) as router state, LAX
+//! errors as HTTP responses, and a `/metrics` handler.
+//!
+//! ```no_run
+//! use axum::{Json, Router, extract::State, routing::{get, post}};
+//! use lax_client::{ClientOptions, LaxClient, PublishOptions, axum::{ApiError, metrics_handler}};
+//!
+//! async fn create_order(
+//!     State(client): State<LaxClient>,
+//!     Json(order): Json<serde_json::Value>,
+//! ) -> Result<Json<serde_json::Value>, ApiError> {
+//!     let receipt = client
+//!         .publish_with("orders.created", lax_client::Json(&order), PublishOptions::persistent())
+//!         .await?;
+//!     Ok(Json(serde_json::json!({ "message_id": receipt.message_id })))
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = LaxClient::connect(ClientOptions::default()).await?;
+//! let app: Router = Router::new()
+//!     .route("/orders", post(create_order))
+//!     .route("/metrics", get(metrics_handler))
+//!     .with_state(client);
+//! # Ok(()) }
+//! ```
+
+use axum::{
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use lax_core::{Error, ErrorKind};
+
+/// A LAX error as an HTTP response: a status that says whose fault it was, and a JSON body
+/// `{"error": kind, "message": text, "may_be_stored": bool}`.
+///
+/// | kind | status |
+/// |---|---|
+/// | invalid input | 400 |
+/// | rejected | 409 |
+/// | overloaded | 429 |
+/// | circuit open, unavailable, closed | 503 |
+/// | timed out | 504 |
+/// | configuration, internal | 500 |
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        ApiError(error)
+    }
+}
+
+impl ApiError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self.0.kind() {
+            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            ErrorKind::Rejected => StatusCode::CONFLICT,
+            ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::CircuitOpen | ErrorKind::Unavailable | ErrorKind::Closed => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": self.0.kind().as_str(),
+            "message": self.0.to_string(),
+            "may_be_stored": self.0.may_be_stored(),
+        });
+        (self.status(), axum::Json(body)).into_response()
+    }
+}
+
+/// `GET /metrics`: the Prometheus text of every metric.
+pub async fn metrics_handler() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(),
+    )
+}

@@ -1,0 +1,504 @@
+//! [`LaxClient`]: one handle per application, cheap to clone, that publishes by tier over the
+//! direct or the broker path through lax-core's layer stack.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::future::join_all;
+use lax_core::{
+    BoxError, Error, Headers, Limits, PublishRequest, Publisher, PublisherService, Receipt,
+    ServicePublisher, Tier,
+    breaker::{BreakerHandle, BreakerState},
+    stack::StackBuilder,
+    validate::validate_request,
+};
+use lax_transport_grpc::{BrokerAdmin, GrpcPublisher};
+use lax_transport_nats::{ConnectionState, DirectSubscription, NatsPublisher};
+use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
+
+use crate::{
+    options::ClientOptions,
+    payload::{Json, Payload},
+};
+
+/// The publish stack the client drives: lax-core's default stack plus any layers added with
+/// [`LaxClientBuilder::layer`], boxed.
+pub type ClientStack = BoxCloneSyncService<PublishRequest, Receipt, BoxError>;
+
+/// Per-publish options: tier, ack, timeout, headers, ids and retries.
+///
+/// ```
+/// use std::time::Duration;
+/// use lax_client::{PublishOptions, Tier};
+///
+/// let options = PublishOptions::tier(Tier::Replicated)
+///     .header("trace-id", "abc123")
+///     .timeout(Duration::from_secs(2));
+/// assert!(options.goes_through_broker());
+/// assert!(!PublishOptions::default().goes_through_broker());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Storage tier; memory by default.
+    pub tier: Tier,
+    /// Wait for the JetStream ack (forces the broker path).
+    pub require_ack: bool,
+    /// Deadline of this publish, retries included; the client's `publish_timeout` when unset.
+    pub timeout: Option<Duration>,
+    /// Application headers.
+    pub headers: Headers,
+    /// The message id; generated when unset.
+    pub message_id: Option<String>,
+    /// The key JetStream de-duplicates on; the message id when unset.
+    pub dedup_id: Option<String>,
+    /// Attempts for this message (1 = no retry); the client's `retry_attempts` when unset.
+    pub retry_attempts: Option<u32>,
+}
+
+impl PublishOptions {
+    /// Options for `tier`.
+    pub fn tier(tier: Tier) -> Self {
+        PublishOptions {
+            tier,
+            ..Default::default()
+        }
+    }
+
+    /// Persistent tier with ack: the Python SDK's `PublishOptions(tier=PERSISTENT, require_ack=True)`.
+    pub fn persistent() -> Self {
+        Self::tier(Tier::Persistent).require_ack(true)
+    }
+
+    /// Sets whether an ack is required.
+    pub fn require_ack(mut self, require_ack: bool) -> Self {
+        self.require_ack = require_ack;
+        self
+    }
+
+    /// Sets the deadline.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Sets the message id.
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.message_id = Some(id.into());
+        self
+    }
+
+    /// Sets the de-duplication key.
+    pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
+        self.dedup_id = Some(id.into());
+        self
+    }
+
+    /// Sets the attempts for this message.
+    pub fn retry_attempts(mut self, attempts: u32) -> Self {
+        self.retry_attempts = Some(attempts);
+        self
+    }
+
+    /// True when these options take the broker path under the LAX routing table.
+    pub fn goes_through_broker(&self) -> bool {
+        self.tier != Tier::Memory || self.require_ack
+    }
+
+    fn into_request(
+        self,
+        subject: String,
+        payload: Bytes,
+        content_type: Option<&'static str>,
+    ) -> PublishRequest {
+        let mut request =
+            PublishRequest::new(subject, payload).with_options(lax_core::PublishOptions {
+                tier: self.tier,
+                require_ack: self.require_ack,
+                timeout: self.timeout,
+                dedup_id: self.dedup_id,
+                retry_attempts: self.retry_attempts,
+            });
+        request.headers = self.headers;
+        if let Some(content_type) = content_type
+            && request.headers.get("Content-Type").is_none()
+        {
+            request.headers.insert("Content-Type", content_type);
+        }
+        if let Some(id) = self.message_id {
+            request.message_id = id;
+        }
+        request
+    }
+}
+
+/// One message of a [`LaxClient::batch_publish`].
+#[derive(Debug)]
+pub struct BatchMessage {
+    subject: String,
+    payload: Result<(Bytes, Option<&'static str>), Error>,
+    options: PublishOptions,
+}
+
+impl BatchMessage {
+    /// A message with default (memory-tier) options.
+    pub fn new(subject: impl Into<String>, data: impl Payload) -> Self {
+        BatchMessage {
+            subject: subject.into(),
+            payload: data.into_payload(),
+            options: PublishOptions::default(),
+        }
+    }
+
+    /// A message whose data is sent as JSON.
+    pub fn json<T: serde::Serialize>(subject: impl Into<String>, value: &T) -> Self {
+        Self::new(subject, Json(value))
+    }
+
+    /// Sets the options.
+    pub fn with_options(mut self, options: PublishOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+/// The outcome of a [`LaxClient::batch_publish`], one entry per message in order.
+#[derive(Debug)]
+pub struct BatchResult {
+    /// Messages published.
+    pub success_count: usize,
+    /// Messages that failed.
+    pub failure_count: usize,
+    /// The id of every message, in order (failed ones included).
+    pub message_ids: Vec<String>,
+    /// Each message's receipt or error, in order.
+    pub results: Vec<Result<Receipt, Error>>,
+}
+
+impl BatchResult {
+    /// The failures with their positions in the batch.
+    pub fn errors(&self) -> impl Iterator<Item = (usize, &Error)> {
+        self.results
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+    }
+}
+
+/// Builds a [`LaxClient`]; add layers of your own on top of the default stack here.
+pub struct LaxClientBuilder {
+    options: ClientOptions,
+    layers: Vec<Box<dyn FnOnce(ClientStack) -> ClientStack + Send>>,
+}
+
+impl fmt::Debug for LaxClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LaxClientBuilder")
+            .field("options", &self.options)
+            .field("extra_layers", &self.layers.len())
+            .finish()
+    }
+}
+
+impl LaxClientBuilder {
+    /// Wraps the whole stack in `layer` (layers added later wrap earlier ones).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use lax_client::{ClientOptions, LaxClient};
+    ///
+    /// # async fn demo() -> Result<(), lax_client::Error> {
+    /// let client = LaxClient::new(ClientOptions::default())
+    ///     // Any tower layer: here, at most 5,000 publishes a second.
+    ///     .layer(tower::limit::RateLimitLayer::new(5_000, Duration::from_secs(1)))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<ClientStack> + Send + 'static,
+        L::Service: Service<PublishRequest, Response = Receipt> + Clone + Send + Sync + 'static,
+        <L::Service as Service<PublishRequest>>::Error: Into<BoxError>,
+        <L::Service as Service<PublishRequest>>::Future: Send + 'static,
+    {
+        self.layers.push(Box::new(move |stack| {
+            BoxCloneSyncService::new(layer.layer(stack).map_err(Into::into))
+        }));
+        self
+    }
+
+    /// Validates the options, connects to NATS and the brokers, and composes the stack.
+    ///
+    /// NATS must be reachable. The brokers need not be: their connections keep trying in the
+    /// background and broker publishes fail with `Unavailable` (and open the breaker) until
+    /// one is up, while direct publishes work.
+    pub async fn connect(self) -> Result<LaxClient, Error> {
+        let options = self.options;
+        options.validate()?;
+        if options.enable_metrics {
+            crate::metrics::install_prometheus_recorder();
+        }
+        let nats = NatsPublisher::connect(options.nats_options()).await?;
+        let grpc = GrpcPublisher::connect_lazy(options.grpc_options()).await?;
+        let build = || {
+            StackBuilder::new(options.stack_config()).build(
+                PublisherService::new(nats.clone()),
+                PublisherService::new(grpc.clone()),
+            )
+        };
+        let stack = if options.enable_metrics {
+            build()
+        } else {
+            metrics::with_local_recorder(&metrics::NoopRecorder, build)
+        }?;
+        let direct_breaker = stack.direct_breaker().cloned();
+        let broker_breaker = stack.broker_breaker().cloned();
+        let mut service: ClientStack = BoxCloneSyncService::new(stack);
+        for wrap in self.layers {
+            service = wrap(service);
+        }
+        let publisher = ServicePublisher::new(service)
+            .with_lifecycle(Arc::new(nats.clone()))
+            .with_lifecycle(Arc::new(grpc.clone()));
+        tracing::info!(
+            nats = %options.nats_urls.join(","),
+            brokers = %options.broker_addrs.join(","),
+            "LAX client connected"
+        );
+        Ok(LaxClient {
+            inner: Arc::new(Inner {
+                limits: Limits::default().with_max_payload(nats.max_payload()),
+                options,
+                publisher,
+                nats,
+                grpc,
+                direct_breaker,
+                broker_breaker,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    options: ClientOptions,
+    limits: Limits,
+    publisher: ServicePublisher<ClientStack>,
+    nats: NatsPublisher,
+    grpc: GrpcPublisher,
+    direct_breaker: Option<BreakerHandle>,
+    broker_breaker: Option<BreakerHandle>,
+}
+
+/// The LAX client: publishes each message by the LAX routing table — memory tier without ack
+/// straight to NATS, everything else through the broker to JetStream — with retries, a
+/// circuit breaker per path, a pool of broker connections, an in-flight cap, timeouts and
+/// metrics around both paths.
+///
+/// Cheap to clone: share one per application.
+///
+/// ```no_run
+/// use lax_client::{ClientOptions, Json, LaxClient, PublishOptions};
+///
+/// # async fn demo() -> Result<(), lax_client::Error> {
+/// let client = LaxClient::connect(ClientOptions::default()).await?;
+/// // Memory tier: straight to NATS.
+/// client.publish("events.user.login", Json(serde_json::json!({"user_id": "123"}))).await?;
+/// // Persistent tier with ack: through the broker, stored in JetStream.
+/// let receipt = client
+///     .publish_with("orders.created", Json(serde_json::json!({"order_id": "456"})), PublishOptions::persistent())
+///     .await?;
+/// println!("stored as {:?}", receipt.ack);
+/// client.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LaxClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for LaxClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LaxClient")
+            .field("nats", &self.inner.nats.state())
+            .field("broker_connections", &self.inner.grpc.healthy_connections())
+            .field("in_flight", &self.inner.publisher.in_flight())
+            .field("closed", &self.inner.publisher.is_closed())
+            .finish()
+    }
+}
+
+impl LaxClient {
+    /// A builder for a client with these options; connect it with
+    /// [`LaxClientBuilder::connect`] (as the Python SDK's `LaxClient(options)` then
+    /// `await client.connect()`), after adding layers if you like.
+    #[allow(
+        clippy::new_ret_no_self,
+        reason = "a client exists only once connected"
+    )]
+    pub fn new(options: ClientOptions) -> LaxClientBuilder {
+        LaxClientBuilder {
+            options,
+            layers: Vec::new(),
+        }
+    }
+
+    /// Connects a client with these options.
+    pub async fn connect(options: ClientOptions) -> Result<Self, Error> {
+        Self::new(options).connect().await
+    }
+
+    /// Publishes `data` on `subject` with default options (memory tier, no ack: direct).
+    pub async fn publish(
+        &self,
+        subject: impl Into<String>,
+        data: impl Payload,
+    ) -> Result<Receipt, Error> {
+        self.publish_with(subject, data, PublishOptions::default())
+            .await
+    }
+
+    /// Publishes `value` as JSON with default options.
+    pub async fn publish_json<T: serde::Serialize>(
+        &self,
+        subject: impl Into<String>,
+        value: &T,
+    ) -> Result<Receipt, Error> {
+        self.publish(subject, Json(value)).await
+    }
+
+    /// Publishes `data` on `subject` with `options`; the receipt carries the message id, the
+    /// route taken and, for acked publishes, the stream, sequence and duplicate flag.
+    pub async fn publish_with(
+        &self,
+        subject: impl Into<String>,
+        data: impl Payload,
+        options: PublishOptions,
+    ) -> Result<Receipt, Error> {
+        let request = self.request(subject.into(), data.into_payload(), options)?;
+        self.inner.publisher.publish(request).await
+    }
+
+    fn request(
+        &self,
+        subject: String,
+        payload: Result<(Bytes, Option<&'static str>), Error>,
+        options: PublishOptions,
+    ) -> Result<PublishRequest, Error> {
+        let (payload, content_type) = payload?;
+        let request = options.into_request(subject, payload, content_type);
+        validate_request(&request, &self.inner.limits)?;
+        Ok(request)
+    }
+
+    /// Publishes many messages at once and reports each outcome.
+    ///
+    /// The publishes run concurrently through the stack: direct messages are pipelined on
+    /// the NATS connection, broker messages are multiplexed over the broker streams — no
+    /// message waits for another's round trip. A bad message fails alone.
+    pub async fn batch_publish(
+        &self,
+        messages: impl IntoIterator<Item = BatchMessage>,
+    ) -> BatchResult {
+        let mut message_ids = Vec::new();
+        let publishes: Vec<_> = messages
+            .into_iter()
+            .map(|message| {
+                let request = self.request(message.subject, message.payload, message.options);
+                message_ids.push(
+                    request
+                        .as_ref()
+                        .map(|r| r.message_id.clone())
+                        .unwrap_or_default(),
+                );
+                let publisher = &self.inner.publisher;
+                async move { publisher.publish(request?).await }
+            })
+            .collect();
+        let results = join_all(publishes).await;
+        let success_count = results.iter().filter(|r| r.is_ok()).count();
+        BatchResult {
+            success_count,
+            failure_count: results.len() - success_count,
+            message_ids,
+            results,
+        }
+    }
+
+    /// Subscribes to `subject` over core NATS (memory-tier traffic), in `queue_group` when
+    /// given so that the group's members share the messages.
+    pub async fn subscribe_direct(
+        &self,
+        subject: impl Into<String>,
+        queue_group: Option<String>,
+    ) -> Result<DirectSubscription, Error> {
+        self.inner.nats.subscribe(subject, queue_group).await
+    }
+
+    /// Stream and consumer-group administration through the broker.
+    pub fn admin(&self) -> Result<BrokerAdmin, Error> {
+        self.inner.grpc.admin()
+    }
+
+    /// True while NATS is connected and at least one broker connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.inner.nats.state() == ConnectionState::Connected
+            && self.inner.grpc.healthy_connections() > 0
+    }
+
+    /// The NATS connection's state.
+    pub fn nats_state(&self) -> ConnectionState {
+        self.inner.nats.state()
+    }
+
+    /// Broker connections up, of `connection_pool_size`.
+    pub fn broker_connections(&self) -> usize {
+        self.inner.grpc.healthy_connections()
+    }
+
+    /// The direct path's circuit breaker state.
+    pub fn direct_breaker_state(&self) -> Option<BreakerState> {
+        self.inner.direct_breaker.as_ref().map(BreakerHandle::state)
+    }
+
+    /// The broker path's circuit breaker state.
+    pub fn broker_breaker_state(&self) -> Option<BreakerState> {
+        self.inner.broker_breaker.as_ref().map(BreakerHandle::state)
+    }
+
+    /// Publishes in flight.
+    pub fn in_flight(&self) -> usize {
+        self.inner.publisher.in_flight()
+    }
+
+    /// The options the client was made with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// The direct transport, for what the facade does not cover.
+    pub fn nats(&self) -> &NatsPublisher {
+        &self.inner.nats
+    }
+
+    /// The broker transport, for what the facade does not cover.
+    pub fn broker(&self) -> &GrpcPublisher {
+        &self.inner.grpc
+    }
+
+    /// Waits until everything published so far has left (direct) or been acked (broker).
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.inner.publisher.flush().await
+    }
+
+    /// Refuses new publishes, waits for the ones in flight, flushes and closes both
+    /// connections. Every clone of the client is closed.
+    pub async fn close(&self) -> Result<(), Error> {
+        self.inner.publisher.close().await
+    }
+}

@@ -1,0 +1,95 @@
+//! A real nats-server with JetStream, the in-process LAX broker, and client options for both.
+
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use std::{net::SocketAddr, time::Duration};
+
+use async_nats::jetstream;
+use lax_broker::{Broker, BrokerConfig, RunningBroker};
+use lax_client::ClientOptions;
+use lax_testkit::NatsServer;
+
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+
+pub(crate) struct Env {
+    pub(crate) nats: NatsServer,
+    pub(crate) js: jetstream::Context,
+    pub(crate) core: async_nats::Client,
+    broker: Option<RunningBroker>,
+    pub(crate) broker_addr: SocketAddr,
+}
+
+impl Env {
+    pub(crate) async fn start() -> Env {
+        let nats = NatsServer::start().await.expect("nats-server starts");
+        let core = async_nats::connect(nats.url())
+            .await
+            .expect("connect to NATS");
+        let js = jetstream::new(core.clone());
+        let broker = start_broker(&nats.url(), "127.0.0.1:0".parse().unwrap()).await;
+        let broker_addr = broker.grpc_addr();
+        Env {
+            nats,
+            js,
+            core,
+            broker: Some(broker),
+            broker_addr,
+        }
+    }
+
+    /// Options pointing at this NATS and broker, with a small pool and short delays.
+    pub(crate) fn options(&self) -> ClientOptions {
+        ClientOptions::builder()
+            .nats_urls([self.nats.url()])
+            .broker_addr(format!("http://{}", self.broker_addr))
+            .connection_pool_size(2)
+            .retry_initial_delay(Duration::from_millis(20))
+            .retry_max_delay(Duration::from_millis(100))
+            .build()
+            .expect("valid options")
+    }
+
+    /// A core subscription the server has registered: `flush` only empties the client's
+    /// write buffer, so a request answered by the server's "no responders" proves the `SUB`
+    /// was processed before anyone publishes.
+    pub(crate) async fn subscribe(&self, subject: &str) -> async_nats::Subscriber {
+        let subscriber = self
+            .core
+            .subscribe(subject.to_owned())
+            .await
+            .expect("subscribe");
+        let probe = format!("_LAX.sync.{}", lax_core::new_message_id());
+        match self.core.request(probe, "".into()).await {
+            Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => subscriber,
+            other => panic!("round trip to the server failed: {other:?}"),
+        }
+    }
+
+    /// Messages held by stream `name`.
+    pub(crate) async fn count(&self, name: &str) -> u64 {
+        let mut stream = self.js.get_stream(name).await.expect("stream exists");
+        stream.info().await.expect("stream info").state.messages
+    }
+
+    /// Shuts the broker down.
+    pub(crate) async fn stop_broker(&mut self) {
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().await.expect("broker shuts down");
+        }
+    }
+
+    /// Starts a new broker on the old one's address.
+    pub(crate) async fn restart_broker(&mut self) {
+        assert!(self.broker.is_none(), "stop the broker first");
+        self.broker = Some(start_broker(&self.nats.url(), self.broker_addr).await);
+    }
+}
+
+async fn start_broker(nats_url: &str, listen: SocketAddr) -> RunningBroker {
+    let mut config = BrokerConfig::new([nats_url]);
+    config.listen = listen;
+    config.no_metrics = true;
+    config.replicated_replicas = 1;
+    config.shutdown_timeout_ms = 5_000;
+    Broker::start(config).await.expect("broker starts")
+}

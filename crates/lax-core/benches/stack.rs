@@ -1,0 +1,131 @@
+//! The cost of the default stack per publish: the full stack (metrics with a Prometheus
+//! recorder installed, in-flight cap, route, breaker, timeout; retry on the broker path) over
+//! a publisher that succeeds at once, against that publisher alone.
+//!
+//! `cargo bench -p lax-core --bench stack`; the stack's added cost is the difference between
+//! `stack/direct` (or `stack/broker`) and `bare`.
+
+// criterion_group! makes an undocumented pub fn.
+#![allow(missing_docs)]
+
+use std::{
+    future::{Ready, ready},
+    time::{Duration, Instant},
+};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use lax_core::{
+    Error, PublishRequest, Publisher, PublisherService, Receipt, Tier,
+    breaker::{BreakerConfig, CircuitBreakerLayer},
+    limit::{ConcurrencyLimitLayer, LimitMode},
+    metrics::MetricsLayer,
+    route::Route,
+    stack::{StackBuilder, StackConfig},
+    timeout::TimeoutLayer,
+};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tower::{Layer, Service, ServiceExt};
+
+/// A publisher that succeeds at once, without allocating.
+#[derive(Debug, Clone, Copy)]
+struct Noop;
+
+impl Publisher for Noop {
+    type Future = Ready<Result<Receipt, Error>>;
+
+    fn publish(&self, request: PublishRequest) -> Self::Future {
+        ready(Ok(Receipt::direct(request.message_id)))
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Times `iters` publishes of clones of `request` through `service`.
+fn run<S>(
+    runtime: &tokio::runtime::Runtime,
+    service: &mut S,
+    request: &PublishRequest,
+    iters: u64,
+) -> Duration
+where
+    S: Service<PublishRequest, Response = Receipt>,
+    S::Error: std::fmt::Debug,
+{
+    runtime.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let ready = service.ready().await.unwrap();
+            std::hint::black_box(ready.call(request.clone()).await.unwrap());
+        }
+        start.elapsed()
+    })
+}
+
+fn stack(c: &mut Criterion) {
+    PrometheusBuilder::new()
+        .install_recorder()
+        .expect("installing the Prometheus recorder");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let direct = PublishRequest::new("bench.direct", "payload");
+    let broker = PublishRequest::new("bench.broker", "payload").with_tier(Tier::Persistent);
+
+    let mut group = c.benchmark_group("publish");
+    let mut bare = PublisherService::new(Noop);
+    group.bench_function("bare", |b| {
+        b.iter_custom(|iters| run(&runtime, &mut bare, &direct, iters))
+    });
+    let mut stack = {
+        let _guard = runtime.enter();
+        StackBuilder::new(StackConfig::default())
+            .build(PublisherService::new(Noop), PublisherService::new(Noop))
+            .unwrap()
+    };
+    group.bench_function("stack/direct", |b| {
+        b.iter_custom(|iters| run(&runtime, &mut stack, &direct, iters))
+    });
+    group.bench_function("stack/broker", |b| {
+        b.iter_custom(|iters| run(&runtime, &mut stack, &broker, iters))
+    });
+    group.finish();
+
+    // Each layer alone over the no-op publisher, to see where the stack's cost goes.
+    let mut layers = c.benchmark_group("layer");
+    let noop = || PublisherService::new(Noop);
+    let mut metrics = MetricsLayer::default().layer(noop());
+    layers.bench_function("metrics", |b| {
+        b.iter_custom(|iters| run(&runtime, &mut metrics, &direct, iters))
+    });
+    let mut limit = ConcurrencyLimitLayer::new(1000, LimitMode::Wait)
+        .unwrap()
+        .layer(noop());
+    layers.bench_function("limit", |b| {
+        b.iter_custom(|iters| run(&runtime, &mut limit, &direct, iters))
+    });
+    let mut breaker = CircuitBreakerLayer::new("direct", BreakerConfig::default())
+        .unwrap()
+        .layer(noop());
+    layers.bench_function("breaker", |b| {
+        b.iter_custom(|iters| run(&runtime, &mut breaker, &direct, iters))
+    });
+    let mut timeout = TimeoutLayer::new(Duration::from_secs(5)).layer(noop());
+    layers.bench_function("timeout", |b| {
+        b.iter_custom(|iters| run(&runtime, &mut timeout, &direct, iters))
+    });
+    let mut route = Route::new(noop(), noop());
+    layers.bench_function("route", |b| {
+        b.iter_custom(|iters| run(&runtime, &mut route, &direct, iters))
+    });
+    layers.finish();
+}
+
+criterion_group!(benches, stack);
+criterion_main!(benches);

@@ -1,0 +1,187 @@
+use std::{sync::Arc, time::Duration};
+
+use metrics_util::{
+    CompositeKey, MetricKind,
+    debugging::{DebugValue, DebuggingRecorder, Snapshotter},
+};
+use tokio_test::assert_ready_ok;
+use tower::Layer;
+use tower_test::mock;
+
+use super::MetricsLayer;
+use crate::{
+    error::Error,
+    message::{PublishRequest, Receipt, Route, Tier},
+};
+
+struct Recorded(Vec<(CompositeKey, DebugValue)>);
+
+impl Recorded {
+    fn take(snapshotter: &Snapshotter) -> Self {
+        Recorded(
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .map(|(key, _, _, value)| (key, value))
+                .collect(),
+        )
+    }
+
+    fn find(&self, kind: MetricKind, name: &str, labels: &[(&str, &str)]) -> &DebugValue {
+        self.0
+            .iter()
+            .find(|(key, _)| {
+                key.kind() == kind
+                    && key.key().name() == name
+                    && key.key().labels().count() == labels.len()
+                    && labels.iter().all(|(k, v)| {
+                        key.key()
+                            .labels()
+                            .any(|label| label.key() == *k && label.value() == *v)
+                    })
+            })
+            .map(|(_, value)| value)
+            .unwrap_or_else(|| panic!("no {name} {labels:?}"))
+    }
+
+    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        match self.find(MetricKind::Counter, name, labels) {
+            DebugValue::Counter(n) => *n,
+            other => panic!("{name} is {other:?}"),
+        }
+    }
+
+    fn samples(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        match self.find(MetricKind::Histogram, name, labels) {
+            DebugValue::Histogram(samples) => samples.iter().map(|s| s.0).collect(),
+            other => panic!("{name} is {other:?}"),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|(_, value)| match value {
+                DebugValue::Counter(n) => *n,
+                DebugValue::Histogram(samples) => samples.len() as u64,
+                DebugValue::Gauge(_) => 0,
+            })
+            .sum()
+    }
+}
+
+type Spawned = mock::Spawn<super::Metrics<mock::Mock<PublishRequest, Receipt>>>;
+
+fn service(
+    recorder: &DebuggingRecorder,
+) -> (
+    Spawned,
+    mock::Handle<PublishRequest, Receipt>,
+    Arc<quanta::Mock>,
+) {
+    let (clock, time) = quanta::Clock::mock();
+    let layer = metrics::with_local_recorder(recorder, || MetricsLayer::with_clock("test", clock));
+    let (inner, handle) = mock::pair();
+    (mock::Spawn::new(layer.layer(inner)), handle, time)
+}
+
+#[tokio::test]
+async fn a_direct_success_is_counted_once_with_its_latency() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (mut service, mut handle, time) = service(&recorder);
+
+    assert_ready_ok!(service.poll_ready());
+    let response = service.call(PublishRequest::new("a.b", "x"));
+    let (request, respond) = handle.next_request().await.unwrap();
+    time.increment(Duration::from_millis(250));
+    respond.send_response(Receipt::direct(request.message_id));
+    response.await.unwrap();
+
+    let recorded = Recorded::take(&snapshotter);
+    let memory_success = [("tier", "memory"), ("status", "success")];
+    assert_eq!(recorded.counter("test_publish_total", &memory_success), 1);
+    assert_eq!(
+        recorded.samples(
+            "test_publish_latency_seconds",
+            &[("tier", "memory"), ("method", "direct")]
+        ),
+        vec![0.25]
+    );
+    assert_eq!(recorded.counter("test_direct_nats_total", &[]), 1);
+    assert_eq!(recorded.counter("test_grpc_total", &[]), 0);
+    // Nothing else moved: one count, one sample, one route count.
+    assert_eq!(recorded.total(), 3);
+}
+
+#[tokio::test]
+async fn a_failure_counts_its_error_type_under_the_default_route() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (mut service, mut handle, _time) = service(&recorder);
+
+    assert_ready_ok!(service.poll_ready());
+    let response = service.call(PublishRequest::new("a.b", "x").with_tier(Tier::Persistent));
+    let (_, respond) = handle.next_request().await.unwrap();
+    respond.send_error(Error::unavailable("broker down"));
+    response.await.unwrap_err();
+
+    let recorded = Recorded::take(&snapshotter);
+    let labels = [("tier", "persistent"), ("status", "error")];
+    assert_eq!(recorded.counter("test_publish_total", &labels), 1);
+    let labels = [("tier", "persistent"), ("error_type", "unavailable")];
+    assert_eq!(recorded.counter("test_publish_errors_total", &labels), 1);
+    let labels = [("tier", "persistent"), ("method", "broker")];
+    assert_eq!(
+        recorded
+            .samples("test_publish_latency_seconds", &labels)
+            .len(),
+        1
+    );
+    assert_eq!(recorded.counter("test_grpc_total", &[]), 1);
+    assert_eq!(recorded.counter("test_direct_nats_total", &[]), 0);
+    assert_eq!(recorded.total(), 4);
+}
+
+#[tokio::test]
+async fn the_route_comes_from_the_receipt_on_success() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (mut service, mut handle, _time) = service(&recorder);
+
+    // Memory without ack defaults to direct, but a custom policy sent it to the broker.
+    assert_ready_ok!(service.poll_ready());
+    let response = service.call(PublishRequest::new("a.b", "x"));
+    let (request, respond) = handle.next_request().await.unwrap();
+    let mut receipt = Receipt::direct(request.message_id);
+    receipt.route = Route::Broker;
+    respond.send_response(receipt);
+    response.await.unwrap();
+
+    let recorded = Recorded::take(&snapshotter);
+    assert_eq!(recorded.counter("test_grpc_total", &[]), 1);
+    assert_eq!(recorded.counter("test_direct_nats_total", &[]), 0);
+    let labels = [("tier", "memory"), ("method", "broker")];
+    assert_eq!(
+        recorded
+            .samples("test_publish_latency_seconds", &labels)
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn every_series_is_registered_up_front() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _service = service(&recorder);
+    let recorded = Recorded::take(&snapshotter);
+    // tier × status + tier × method + tier × error kind + two route counters.
+    assert_eq!(recorded.0.len(), 3 * 2 + 3 * 2 + 3 * 9 + 2);
+    assert_eq!(recorded.total(), 0);
+    for tier in Tier::ALL {
+        let labels = [("tier", tier.as_str()), ("error_type", "circuit_open")];
+        assert_eq!(recorded.counter("test_publish_errors_total", &labels), 0);
+    }
+}

@@ -1,0 +1,158 @@
+//! One running `nats-server` child process, its log file and its watchdog.
+//!
+//! # No orphans
+//!
+//! The crate forbids `unsafe`, so the child cannot ask the kernel for `PR_SET_PDEATHSIG`
+//! (that needs a `pre_exec` hook). Three things keep servers from outliving their test:
+//!
+//! * `Drop` kills (SIGKILL) and reaps the server, which covers normal ends and panicking
+//!   tests (unwinding runs `Drop`).
+//! * The server stays in the test's process group, so Ctrl-C in a terminal and nextest's
+//!   timeout handling (which signals the test's process group) reach it too.
+//! * A watchdog: a tiny `/bin/sh` loop whose stdin is a pipe that only this process holds
+//!   open. If the test process dies without running `Drop` (SIGKILL, `panic = "abort"`,
+//!   `std::process::exit`), the kernel closes the pipe, the loop reads end-of-file and
+//!   SIGKILLs the server. On a normal stop the watchdog is dismissed first, so it can never
+//!   hit a recycled pid.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, Read as _, Seek as _, SeekFrom},
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+const WATCHDOG_SCRIPT: &str = r#"while read -r _; do :; done; kill -KILL "$1" 2>/dev/null"#;
+
+#[derive(Debug)]
+pub(crate) struct ServerProcess {
+    child: Child,
+    watchdog: Option<Child>,
+}
+
+impl ServerProcess {
+    /// Starts `binary args...` with stdout and stderr appended to `log_path`.
+    pub(crate) fn spawn(binary: &Path, args: &[String], log_path: &Path) -> io::Result<Self> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)?;
+        let child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()?;
+        let watchdog = match Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WATCHDOG_SCRIPT)
+            .arg("lax-testkit-watchdog")
+            .arg(child.id().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(watchdog) => Some(watchdog),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the nats-server watchdog; the server is still killed on drop");
+                None
+            }
+        };
+        Ok(Self { child, watchdog })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` once the server has exited (and reaps it).
+    pub(crate) fn try_exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Sends `signal` to the server. The watchdog is dismissed first: after a deliberate
+    /// SIGTERM or SIGKILL the server ends by itself, and the watchdog must not outlive it.
+    pub(crate) fn signal(&mut self, signal: Signal) -> io::Result<()> {
+        self.dismiss_watchdog();
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        match kill(Pid::from_raw(self.child.id() as i32), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+
+    /// Polls for the server's exit until `timeout`; `None` if it is still running then.
+    pub(crate) async fn wait_exit(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs and reaps the server, synchronously (used by `Drop` too).
+    pub(crate) fn kill_now(&mut self) -> io::Result<ExitStatus> {
+        self.dismiss_watchdog();
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        match self.child.kill() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
+            Err(e) => return Err(e),
+        }
+        self.child.wait()
+    }
+
+    fn dismiss_watchdog(&mut self) {
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Err(e) = self.kill_now() {
+            tracing::warn!(pid = self.child.id(), error = %e, "failed to kill nats-server");
+        }
+    }
+}
+
+/// The last `lines` lines of the file at `path` (reads at most its last 64 KiB).
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
+    const MAX: u64 = 64 * 1024;
+    let read = || -> io::Result<String> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(MAX)))?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    match read() {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}

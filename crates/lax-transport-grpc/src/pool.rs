@@ -1,0 +1,450 @@
+//! The connection pool: N lanes, each one HTTP/2 connection (a tonic [`Channel`]) and, in
+//! stream mode, one long-lived `StreamPublish` stream on it.
+//!
+//! Publishes go to the healthy lane with the fewest publishes in flight (ties broken
+//! round-robin). A lane whose stream or connection fails is taken out of rotation and rebuilt
+//! in the background — a new connection, to the next broker address, with exponential
+//! backoff — while the other lanes carry on.
+
+use std::sync::{
+    Arc, Mutex, MutexGuard, Weak,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+
+use lax_core::Error;
+use lax_proto::broker::v1::broker_service_client::BrokerServiceClient;
+use metrics::{Counter, Gauge};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{
+    auth::BearerAuth,
+    options::{GrpcOptions, PublishMode},
+    session::{AckReader, Session, SessionEnd},
+    status::status_to_error,
+};
+
+/// A `BrokerService` client that sends the bearer token.
+pub(crate) type BrokerClient = BrokerServiceClient<InterceptedService<Channel, BearerAuth>>;
+
+/// The transport's metric handles.
+#[derive(Debug)]
+struct Metrics {
+    /// `{prefix}_grpc_connections`: healthy lanes.
+    connections: Gauge,
+    /// `{prefix}_connection_errors_total{type="grpc"}`.
+    connection_errors: Counter,
+}
+
+impl Metrics {
+    fn new(prefix: &str) -> Self {
+        Metrics {
+            connections: metrics::gauge!(format!("{prefix}_grpc_connections")),
+            connection_errors: metrics::counter!(
+                format!("{prefix}_connection_errors_total"),
+                "type" => "grpc"
+            ),
+        }
+    }
+}
+
+/// What a publish needs from its lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// The lane's `StreamPublish` stream.
+    Stream,
+    /// The connection, for a unary call.
+    Call,
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    healthy: AtomicBool,
+    in_flight: AtomicUsize,
+    /// A background task is rebuilding this lane.
+    repairing: AtomicBool,
+    conn: Mutex<Conn>,
+}
+
+/// A lane's connection; `channel` is `None` while the lane is broken.
+#[derive(Debug, Default)]
+struct Conn {
+    /// Counts the connections this lane has had, so that a late failure report about an old
+    /// one does not break its replacement.
+    generation: u64,
+    channel: Option<Channel>,
+    session: Option<Arc<Session>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Lane {
+    fn lock(&self) -> MutexGuard<'_, Conn> {
+        // Every change under this lock is a plain field assignment: poisoning is harmless.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The pool of lanes.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    lanes: Box<[Lane]>,
+    endpoints: Box<[Endpoint]>,
+    auth: BearerAuth,
+    options: GrpcOptions,
+    next: AtomicUsize,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+}
+
+/// One publish's use of a lane; counts as in flight on the lane until dropped.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    pool: Arc<Pool>,
+    index: usize,
+    generation: u64,
+    channel: Channel,
+    session: Option<Arc<Session>>,
+}
+
+impl Lease {
+    /// A client on the lane's connection.
+    pub(crate) fn client(&self) -> BrokerClient {
+        BrokerServiceClient::with_interceptor(self.channel.clone(), self.pool.auth.clone())
+    }
+
+    /// The lane's connection, for other services' clients.
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The lane's stream (leased with [`Purpose::Stream`]).
+    pub(crate) fn session(&self) -> Option<&Session> {
+        self.session.as_deref()
+    }
+
+    /// Reports that the connection failed under this publish: the lane is rebuilt.
+    pub(crate) fn broken(&self, reason: &str) {
+        self.pool.mark_broken(self.index, self.generation, reason);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.lanes[self.index]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Pool {
+    /// Opens every lane. Succeeds when at least one connects; the others are rebuilt in the
+    /// background. Fails (with the first lane's error) when none does.
+    /// Opens every lane. With `require_one`, fails when no lane comes up; without, lanes
+    /// that failed keep connecting in the background either way.
+    pub(crate) async fn connect(
+        options: GrpcOptions,
+        require_one: bool,
+    ) -> Result<Arc<Pool>, Error> {
+        let endpoints = options.endpoints()?.into_boxed_slice();
+        let pool = Arc::new(Pool {
+            lanes: (0..options.connection_pool_size)
+                .map(|_| Lane::default())
+                .collect(),
+            endpoints,
+            auth: BearerAuth::new(options.auth_token.as_deref())?,
+            metrics: Metrics::new(&options.metrics_prefix),
+            options,
+            next: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+        });
+        let attempts = (0..pool.lanes.len())
+            .map(|index| pool.establish(index, &pool.endpoints[index % pool.endpoints.len()]));
+        let results = futures::future::join_all(attempts).await;
+        let mut first_error = None;
+        let mut failed = Vec::new();
+        for (index, result) in results.into_iter().enumerate() {
+            if let Err(error) = result {
+                pool.metrics.connection_errors.increment(1);
+                tracing::warn!(lane = index, %error, "broker connection failed; retrying in the background");
+                first_error.get_or_insert(error);
+                failed.push(index);
+            }
+        }
+        if require_one && failed.len() == pool.lanes.len() {
+            pool.shutdown.cancel();
+            return Err(first_error.unwrap_or_else(|| Error::unavailable("no broker connection")));
+        }
+        for index in failed {
+            pool.spawn_repair(index);
+        }
+        Ok(pool)
+    }
+
+    pub(crate) fn auth(&self) -> &BearerAuth {
+        &self.auth
+    }
+
+    pub(crate) fn options(&self) -> &GrpcOptions {
+        &self.options
+    }
+
+    /// Number of lanes.
+    pub(crate) fn size(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Number of healthy lanes.
+    pub(crate) fn healthy(&self) -> usize {
+        self.lanes
+            .iter()
+            .filter(|lane| lane.healthy.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// A healthy lane for one publish, or `Unavailable` (nothing sent) when none is.
+    pub(crate) fn lease(self: &Arc<Self>, purpose: Purpose) -> Result<Lease, Error> {
+        for _ in 0..self.lanes.len() {
+            let Some(index) = self.pick() else { break };
+            let lane = &self.lanes[index];
+            let conn = lane.lock();
+            let Some(channel) = conn.channel.clone() else {
+                continue; // broke since it was picked
+            };
+            let session = match purpose {
+                Purpose::Stream => match &conn.session {
+                    Some(session) if !session.is_closed() => Some(Arc::clone(session)),
+                    _ => continue,
+                },
+                Purpose::Call => None,
+            };
+            lane.in_flight.fetch_add(1, Ordering::Relaxed);
+            return Ok(Lease {
+                pool: Arc::clone(self),
+                index,
+                generation: conn.generation,
+                channel,
+                session,
+            });
+        }
+        Err(Error::unavailable(format!(
+            "no healthy connection to the broker ({} reconnecting)",
+            self.lanes.len()
+        )))
+    }
+
+    /// The healthy lane with the fewest publishes in flight, starting the search at the next
+    /// lane in turn so that ties spread round-robin.
+    fn pick(&self) -> Option<usize> {
+        let n = self.lanes.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut best: Option<(usize, usize)> = None;
+        for offset in 0..n {
+            let index = (start + offset) % n;
+            let lane = &self.lanes[index];
+            if !lane.healthy.load(Ordering::Relaxed) {
+                continue;
+            }
+            let load = lane.in_flight.load(Ordering::Relaxed);
+            if best.is_none_or(|(_, least)| load < least) {
+                best = Some((index, load));
+                if load == 0 {
+                    break;
+                }
+            }
+        }
+        best.map(|(index, _)| index)
+    }
+
+    /// Connects lane `index` to `endpoint` (and opens its stream in stream mode), then puts
+    /// it in rotation.
+    async fn establish(self: &Arc<Self>, index: usize, endpoint: &Endpoint) -> Result<(), Error> {
+        let channel = endpoint.connect().await.map_err(|e| {
+            Error::unavailable(format!(
+                "cannot connect to the broker at {}: {e}",
+                endpoint.uri()
+            ))
+            .with_source(e)
+        })?;
+        let generation = self.lanes[index].lock().generation + 1;
+        let stream = match self.options.mode {
+            PublishMode::Unary => None,
+            PublishMode::Stream => {
+                let mut client =
+                    BrokerServiceClient::with_interceptor(channel.clone(), self.auth.clone());
+                let opened = tokio::time::timeout(
+                    self.options.connect_timeout,
+                    Session::open(&mut client, self.options.stream_buffer),
+                )
+                .await
+                .map_err(|_| {
+                    Error::unavailable(format!(
+                        "the broker at {} did not open a publish stream within {:?}",
+                        endpoint.uri(),
+                        self.options.connect_timeout
+                    ))
+                })?
+                .map_err(|status| status_to_error(&status, false))?;
+                Some(opened)
+            }
+        };
+        self.install(index, generation, channel, stream)
+    }
+
+    fn install(
+        self: &Arc<Self>,
+        index: usize,
+        generation: u64,
+        channel: Channel,
+        stream: Option<(Session, AckReader)>,
+    ) -> Result<(), Error> {
+        let lane = &self.lanes[index];
+        let mut conn = lane.lock();
+        if self.shutdown.is_cancelled() {
+            return Err(Error::closed());
+        }
+        conn.generation = generation;
+        conn.channel = Some(channel);
+        if let Some((session, reader)) = stream {
+            conn.session = Some(Arc::new(session));
+            conn.reader = Some(tokio::spawn(watch(
+                Arc::downgrade(self),
+                index,
+                generation,
+                reader,
+            )));
+        }
+        // Cleared before the lane turns healthy, so a failure from now on starts a repair.
+        lane.repairing.store(false, Ordering::SeqCst);
+        if !lane.healthy.swap(true, Ordering::SeqCst) {
+            self.metrics.connections.increment(1.0);
+        }
+        Ok(())
+    }
+
+    /// Takes lane `index` out of rotation if it still has connection `generation`, and
+    /// starts rebuilding it.
+    fn mark_broken(self: &Arc<Self>, index: usize, generation: u64, reason: &str) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let lane = &self.lanes[index];
+        {
+            let mut conn = lane.lock();
+            if conn.generation != generation || conn.channel.is_none() {
+                return;
+            }
+            conn.channel = None;
+            conn.session = None;
+            conn.reader = None;
+            if lane.healthy.swap(false, Ordering::SeqCst) {
+                self.metrics.connections.decrement(1.0);
+            }
+        }
+        self.metrics.connection_errors.increment(1);
+        tracing::warn!(
+            lane = index,
+            reason,
+            "broker connection broken; reconnecting"
+        );
+        self.spawn_repair(index);
+    }
+
+    fn spawn_repair(self: &Arc<Self>, index: usize) {
+        if self.lanes[index].repairing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tokio::spawn(repair(Arc::downgrade(self), index, self.shutdown.clone()));
+    }
+
+    /// Ends every lane: stops repairs, half-closes the streams and waits up to
+    /// `close_timeout` for the broker to end them.
+    pub(crate) async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let mut readers = Vec::new();
+        for lane in self.lanes.iter() {
+            let mut conn = lane.lock();
+            conn.channel = None;
+            // Dropping the session drops the request queue's sender: the stream half-closes.
+            conn.session = None;
+            readers.extend(conn.reader.take());
+            if lane.healthy.swap(false, Ordering::SeqCst) {
+                self.metrics.connections.decrement(1.0);
+            }
+        }
+        let ended = futures::future::join_all(readers.iter_mut());
+        if tokio::time::timeout(self.options.close_timeout, ended)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = ?self.options.close_timeout,
+                "the broker did not end the publish streams in time; dropping them"
+            );
+            for reader in &readers {
+                reader.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let healthy = self.healthy();
+        if healthy > 0 {
+            self.metrics.connections.decrement(healthy as f64);
+        }
+    }
+}
+
+/// Runs a lane's ack reader; when the stream ends on its own, the lane is rebuilt.
+async fn watch(pool: Weak<Pool>, index: usize, generation: u64, reader: AckReader) {
+    let reason = match reader.run().await {
+        SessionEnd::Finished => "the broker ended the publish stream".to_owned(),
+        SessionEnd::Failed(status) => format!("publish stream failed: {status}"),
+    };
+    if let Some(pool) = pool.upgrade() {
+        pool.mark_broken(index, generation, &reason);
+    }
+}
+
+/// Rebuilds lane `index` until it works, the pool is shut down or dropped. Each attempt tries
+/// the next broker address, after a delay that doubles up to the configured maximum.
+async fn repair(pool: Weak<Pool>, index: usize, shutdown: CancellationToken) {
+    let Some((mut delay, max_delay)) = pool.upgrade().map(|pool| {
+        (
+            pool.options.reconnect_initial_backoff,
+            pool.options.reconnect_max_backoff,
+        )
+    }) else {
+        return;
+    };
+    for attempt in 1usize.. {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let Some(pool) = pool.upgrade() else { return };
+        let endpoint = pool.endpoints[(index + attempt) % pool.endpoints.len()].clone();
+        match pool.establish(index, &endpoint).await {
+            Ok(()) => {
+                tracing::info!(lane = index, broker = %endpoint.uri(), "broker connection restored");
+                return;
+            }
+            Err(error) => {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                pool.metrics.connection_errors.increment(1);
+                tracing::debug!(lane = index, %error, attempt, "broker reconnection failed");
+            }
+        }
+        delay = delay.saturating_mul(2).min(max_delay);
+    }
+}

@@ -1,0 +1,297 @@
+//! Authentication and TLS against real nats-servers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{DEADLINE, options};
+use futures::StreamExt;
+use lax_core::{ErrorKind, PublishRequest, Publisher};
+use lax_testkit::NatsServer;
+use lax_transport_nats::{
+    ConnectionEvent, ConnectionState, NatsAuth, NatsOptions, NatsPublisher, NatsTls,
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+
+async fn server_with(args: &[&str]) -> NatsServer {
+    NatsServer::builder()
+        .jetstream(false)
+        .args(args.iter().copied())
+        .start()
+        .await
+        .expect("nats-server starts")
+}
+
+/// Connects, publishes one message, sees it come back on a subscription, and closes.
+async fn publish_round_trip(options: NatsOptions) {
+    let publisher = NatsPublisher::connect(options).await.expect("connect");
+    publish_round_trip_on(&publisher).await;
+    publisher.close().await.expect("close");
+}
+
+/// Publishes one message and sees it come back on a subscription.
+async fn publish_round_trip_on(publisher: &NatsPublisher) {
+    let mut subscription = publisher
+        .subscribe("secure.>", None)
+        .await
+        .expect("subscribe");
+    let receipt = publisher
+        .publish(PublishRequest::new("secure.hello", "hi"))
+        .await
+        .expect("publish");
+    let message = tokio::time::timeout(DEADLINE, subscription.next())
+        .await
+        .expect("message in time")
+        .expect("subscription open");
+    assert_eq!(message.message_id, Some(receipt.message_id));
+}
+
+async fn refused(options: NatsOptions) -> lax_core::Error {
+    NatsPublisher::connect(options)
+        .await
+        .expect_err("the server refuses the connection")
+}
+
+#[tokio::test]
+async fn user_and_password() {
+    let server = server_with(&["--user", "alice", "--pass", "s3cret"]).await;
+    let with = |auth: NatsAuth| NatsOptions {
+        auth,
+        ..options(server.url())
+    };
+    publish_round_trip(with(NatsAuth::user_password("alice", "s3cret"))).await;
+
+    let error = refused(with(NatsAuth::user_password("alice", "wrong"))).await;
+    assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
+    assert!(
+        error.message().contains("refused the credentials"),
+        "{error}"
+    );
+    assert!(
+        !error.to_string().contains("wrong"),
+        "the password is not echoed: {error}"
+    );
+    assert_eq!(
+        refused(with(NatsAuth::default())).await.kind(),
+        ErrorKind::Rejected
+    );
+}
+
+#[tokio::test]
+async fn token() {
+    let server = server_with(&["--auth", "t0ken-abc"]).await;
+    let with = |auth: NatsAuth| NatsOptions {
+        auth,
+        ..options(server.url())
+    };
+    publish_round_trip(with(NatsAuth::token("t0ken-abc"))).await;
+    let error = refused(with(NatsAuth::token("not-it"))).await;
+    assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
+    assert!(
+        error.message().contains("refused the credentials"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn nkey() {
+    let user = nkeys::KeyPair::new_user();
+    let server = NatsServer::builder()
+        .jetstream(false)
+        .config(format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}",
+            user.public_key()
+        ))
+        .start()
+        .await
+        .expect("nats-server starts");
+    let seed = user.seed().expect("user seed");
+    publish_round_trip(NatsOptions {
+        auth: NatsAuth::nkey_seed(seed),
+        ..options(server.url())
+    })
+    .await;
+
+    let stranger = nkeys::KeyPair::new_user().seed().expect("another seed");
+    let error = refused(NatsOptions {
+        auth: NatsAuth::nkey_seed(stranger),
+        ..options(server.url())
+    })
+    .await;
+    assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
+}
+
+#[tokio::test]
+async fn a_permission_violation_is_reported_as_an_event_and_the_connection_stays_up() {
+    let server = NatsServer::builder()
+        .jetstream(false)
+        .config(
+            r#"authorization { users = [ { user: app, password: pw,
+                permissions: { publish: { deny: ["secret.>"] } } } ] }"#,
+        )
+        .start()
+        .await
+        .expect("nats-server starts");
+    let publisher = NatsPublisher::connect(NatsOptions {
+        auth: NatsAuth::user_password("app", "pw"),
+        ..options(server.url())
+    })
+    .await
+    .expect("connect");
+    let mut events = publisher.events();
+    // Core NATS does not answer a publish: the refusal arrives later, as an event.
+    publisher
+        .publish(PublishRequest::new("secret.plans", "x"))
+        .await
+        .expect("handed to the connection");
+    let violation = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.recv().await.expect("events open") {
+                ConnectionEvent::PermissionViolation(message) => break message,
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("a permission violation event");
+    assert!(violation.contains("secret.plans"), "{violation}");
+    assert_eq!(
+        ConnectionEvent::PermissionViolation(violation).error_type(),
+        Some("permission_violation")
+    );
+    assert_eq!(publisher.state(), ConnectionState::Connected);
+    publish_round_trip_on(&publisher).await;
+    publisher.close().await.expect("close");
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM files
+/// in `dir`.
+struct TestPki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn make_pki(dir: &Path) -> TestPki {
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "LAX test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate().expect("server key");
+    let mut server_params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("server params");
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "nats-server");
+    let server_cert = server_params
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
+
+    let client_key = KeyPair::generate().expect("client key");
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "lax-client");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client_params
+        .signed_by(&client_key, &issuer)
+        .expect("client certificate");
+
+    let pki = TestPki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server-key.pem"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client-key.pem"),
+    };
+    for (path, pem) in [
+        (&pki.ca, ca_cert.pem()),
+        (&pki.cert, server_cert.pem()),
+        (&pki.key, server_key.serialize_pem()),
+        (&pki.client_cert, client_cert.pem()),
+        (&pki.client_key, client_key.serialize_pem()),
+    ] {
+        std::fs::write(path, pem).expect("write PEM file");
+    }
+    pki
+}
+
+#[tokio::test]
+async fn tls_with_a_custom_ca() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = make_pki(dir.path());
+    let path = |p: &Path| p.display().to_string();
+    let server = server_with(&[
+        "--tls",
+        "--tlscert",
+        &path(&pki.cert),
+        "--tlskey",
+        &path(&pki.key),
+    ])
+    .await;
+
+    publish_round_trip(NatsOptions {
+        tls: Some(NatsTls::with_ca(&pki.ca)),
+        ..options(server.url())
+    })
+    .await;
+
+    // The system roots do not know the test CA.
+    let error = refused(options(server.url())).await;
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(error.message().contains("TLS"), "{error}");
+}
+
+#[tokio::test]
+async fn requiring_tls_refuses_a_plain_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = make_pki(dir.path());
+    let server = server_with(&[]).await;
+    let error = refused(NatsOptions {
+        tls: Some(NatsTls::with_ca(&pki.ca)),
+        ..options(server.url())
+    })
+    .await;
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(error.message().contains("TLS"), "{error}");
+}
+
+#[tokio::test]
+async fn mutual_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = make_pki(dir.path());
+    let path = |p: &Path| p.display().to_string();
+    let server = server_with(&[
+        "--tlsverify",
+        "--tlscert",
+        &path(&pki.cert),
+        "--tlskey",
+        &path(&pki.key),
+        "--tlscacert",
+        &path(&pki.ca),
+    ])
+    .await;
+
+    publish_round_trip(NatsOptions {
+        tls: Some(NatsTls::with_ca(&pki.ca).with_client_cert(&pki.client_cert, &pki.client_key)),
+        ..options(server.url())
+    })
+    .await;
+
+    let error = refused(NatsOptions {
+        tls: Some(NatsTls::with_ca(&pki.ca)),
+        ..options(server.url())
+    })
+    .await;
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+}
