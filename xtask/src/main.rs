@@ -340,6 +340,7 @@ fn test(extra: &[String]) -> Result<()> {
                 "clippy",
                 "--workspace",
                 "--all-targets",
+                "--all-features",
                 "--",
                 "-D",
                 "warnings",
@@ -349,13 +350,19 @@ fn test(extra: &[String]) -> Result<()> {
 
     let mut test_args;
     if nextest_available() {
-        test_args = strings(&["nextest", "run", "--workspace", "--all-targets"]);
+        test_args = strings(&[
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+        ]);
         if env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
             test_args.extend(strings(&["--profile", "ci"]));
         }
     } else {
         println!("\n(cargo-nextest is not installed; using cargo test)");
-        test_args = strings(&["test", "--workspace", "--all-targets"]);
+        test_args = strings(&["test", "--workspace", "--all-targets", "--all-features"]);
     }
     test_args.extend(extra.iter().cloned());
     timings.push(("tests", step("tests", &nats_server, &cargo, &test_args)?));
@@ -365,7 +372,7 @@ fn test(extra: &[String]) -> Result<()> {
             "doctests",
             &nats_server,
             &cargo,
-            &strings(&["test", "--workspace", "--doc"]),
+            &strings(&["test", "--workspace", "--doc", "--all-features"]),
         )?,
     ));
 

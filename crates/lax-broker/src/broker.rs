@@ -14,7 +14,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::BrokerConfig,
-    consumer::ConsumerGroups,
+    consumer::{ConsumerGroups, ConsumerSettings},
     error::BrokerError,
     jsapi::JsApi,
     metrics::{self, BrokerMetrics},
@@ -182,7 +182,15 @@ impl BrokerBuilder {
         ));
         let broker_service = BrokerServiceImpl::new(
             core,
-            ConsumerGroups::new(api.clone()),
+            ConsumerGroups::new(
+                api.clone(),
+                client.clone(),
+                ConsumerSettings {
+                    dead_letter_replicas: usize::from(config.replicated_replicas),
+                    request_timeout: config.publish_timeout(),
+                },
+                shutdown.clone(),
+            ),
             shutdown.clone(),
             config.stream_window as usize,
             config.batch_window as usize,

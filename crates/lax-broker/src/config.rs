@@ -185,6 +185,23 @@ impl BrokerConfig {
         }
     }
 
+    /// A broker in front of one local single-node NATS, as for `lax dev` and tests: gRPC and
+    /// `/metrics` on free loopback ports, and the replicated tier on 1 replica (a single node
+    /// has no more; the broker logs that it runs so).
+    pub fn single_node<I, S>(nats_urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        BrokerConfig {
+            listen: loopback,
+            metrics_listen: loopback,
+            replicated_replicas: 1,
+            ..BrokerConfig::new(nats_urls)
+        }
+    }
+
     /// The NATS URLs to connect to: `--nats-url`, else `LAX_NATS_URLS`, else
     /// `nats://localhost:4222`.
     pub fn resolved_nats_urls(&self) -> Vec<String> {

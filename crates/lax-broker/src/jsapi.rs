@@ -196,14 +196,18 @@ impl JsApi {
             .await
     }
 
-    /// Creates a durable consumer; JetStream refuses when one of that name exists with a
-    /// different configuration.
+    /// Creates a consumer named by its durable name (or, for an ephemeral one, its name);
+    /// JetStream refuses when one of that name exists with a different configuration.
     pub(crate) async fn create_consumer(
         &self,
         stream: &str,
         config: &consumer::Config,
     ) -> Result<consumer::Info, ApiError> {
-        let name = config.durable_name.as_deref().unwrap_or_default();
+        let name = config
+            .durable_name
+            .as_deref()
+            .or(config.name.as_deref())
+            .unwrap_or_default();
         self.call(
             format!("CONSUMER.CREATE.{stream}.{name}"),
             &CreateConsumer {

@@ -281,6 +281,10 @@ async fn consumer_groups_exist_once_and_conflicts_are_named() {
         .subscribe(SubscribeRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(subscribe.code(), Code::Unimplemented);
+    assert_eq!(
+        subscribe.code(),
+        Code::InvalidArgument,
+        "a subject is required"
+    );
     h.broker.shutdown().await.unwrap();
 }

@@ -100,9 +100,13 @@ mod tests {
             Failure::Usage(_)
         ));
         let nats = Failure::from_nats(Error::unavailable("connection refused"), &options);
-        assert!(matches!(&nats, Failure::Runtime(m) if m.contains("lax dev") && m.contains("nats://localhost:4222")));
+        assert!(
+            matches!(&nats, Failure::Runtime(m) if m.contains("lax dev") && m.contains("nats://localhost:4222"))
+        );
         let broker = Failure::from_broker(Error::unavailable("refused"), &options);
-        assert!(matches!(&broker, Failure::Runtime(m) if m.contains("--broker-addr") && m.contains("localhost:50051")));
+        assert!(
+            matches!(&broker, Failure::Runtime(m) if m.contains("--broker-addr") && m.contains("localhost:50051"))
+        );
         let rejected = Failure::from_broker(Error::rejected("stream too weak"), &options);
         assert!(matches!(&rejected, Failure::Runtime(m) if !m.contains("lax dev")));
     }

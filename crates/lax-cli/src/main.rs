@@ -1,20 +1,45 @@
 //! `lax`: the LAX command line.
 //!
-//! `lax broker …` runs the LAX broker; every option is also an environment variable
-//! (`LAX_BROKER_*`, see `lax broker --help`). Logs go to stderr through `tracing`, filtered by
-//! `RUST_LOG` (default `info`). Exit codes: 0 after a clean stop, 1 when running fails, 2 for
-//! a usage error.
+//! - `lax dev` runs a local stack — `nats-server` with JetStream plus the broker — until
+//!   Ctrl-C; `lax demo` walks through the quick start against it (or against a stack of its
+//!   own when none runs).
+//! - `lax pub`, `lax sub` and `lax streams …` publish, receive and administer streams;
+//!   `lax bench` measures a route and tier, optionally against raw async-nats.
+//! - `lax broker …` runs the LAX broker; every option is also an environment variable
+//!   (`LAX_BROKER_*`, see `lax broker --help`).
+//!
+//! Client commands share `--nats-url` (`LAX_NATS_URLS`), `--broker-addr` (`LAX_BROKER_ADDR`)
+//! and `--broker-token` (`LAX_BROKER_TOKEN`); every other client option is read from its
+//! `LAX_*` environment variable. Logs go to stderr through `tracing`, filtered by `RUST_LOG`.
+//! Exit codes: 0 on success, 1 when running fails, 2 for a usage error.
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
+mod client_args;
+mod commands;
+mod failure;
+mod format;
+mod nats_server;
+mod signal;
+mod stack;
+
+use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use lax_broker::{Broker, BrokerConfig};
 use tracing_subscriber::EnvFilter;
 
+use crate::{
+    commands::{
+        bench::BenchArgs, demo::DemoArgs, dev::DevArgs, publish::PubArgs, streams::StreamsArgs,
+        subscribe::SubArgs,
+    },
+    failure::{EXIT_USAGE, Failure},
+    signal::shutdown_signal,
+};
+
 /// LAX: publish to NATS JetStream by tier, through a gRPC broker or straight to NATS.
 #[derive(Debug, Parser)]
-#[command(name = "lax", version, about)]
+#[command(name = "lax", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,14 +47,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a local stack until Ctrl-C: nats-server with JetStream plus the LAX broker.
+    Dev(DevArgs),
+    /// Walk through the quick start: publish by tier, subscribe, read the order back.
+    Demo(DemoArgs),
+    /// Publish a message by tier.
+    Pub(PubArgs),
+    /// Print the messages published to a subject.
+    Sub(SubArgs),
+    /// List, describe, create and delete streams through the broker.
+    Streams(StreamsArgs),
+    /// Measure publish throughput and latency over a route and tier.
+    Bench(BenchArgs),
     /// Run the LAX broker: gRPC on --listen, Prometheus /metrics on --metrics-listen.
     Broker(BrokerConfig),
 }
 
-/// Exit code for a failure while running.
-const EXIT_RUNTIME: u8 = 1;
-/// Exit code for bad usage (clap's own code too).
-const EXIT_USAGE: u8 = 2;
+impl Command {
+    /// The log level when `RUST_LOG` is unset: servers say what they do, client commands
+    /// keep stderr for warnings.
+    fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Dev(_) | Command::Broker(_) => "info",
+            _ => "warn",
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -46,48 +89,33 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(cli.command.default_log_filter())),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Broker(config) => run_broker(config).await,
-        }
-    });
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
+        .and_then(|runtime| runtime.block_on(run(cli.command)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(EXIT_USAGE)
-        }
-        Err(Failure::Runtime(message)) => {
-            tracing::error!("{message}");
-            ExitCode::from(EXIT_RUNTIME)
+        Err(failure) => {
+            eprintln!("error: {failure}");
+            failure.exit_code()
         }
     }
 }
 
-/// Why a command failed, deciding the exit code.
-#[derive(Debug)]
-enum Failure {
-    Usage(String),
-    Runtime(String),
-}
-
-impl From<lax_broker::BrokerError> for Failure {
-    fn from(error: lax_broker::BrokerError) -> Self {
-        match error {
-            lax_broker::BrokerError::Config(_) => Failure::Usage(error.to_string()),
-            other => Failure::Runtime(other.to_string()),
-        }
+async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Dev(args) => commands::dev::run(args).await,
+        Command::Demo(args) => commands::demo::run(args).await,
+        Command::Pub(args) => commands::publish::run(args).await,
+        Command::Sub(args) => commands::subscribe::run(args).await,
+        Command::Streams(args) => commands::streams::run(args).await,
+        Command::Bench(args) => commands::bench::run(args).await,
+        Command::Broker(config) => run_broker(config).await,
     }
 }
 
@@ -95,34 +123,6 @@ async fn run_broker(config: BrokerConfig) -> Result<(), Failure> {
     let broker = Broker::start(config).await?;
     broker.run_until(shutdown_signal()).await?;
     Ok(())
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = terminate => tracing::info!("SIGTERM received"),
-    }
 }
 
 #[cfg(test)]
@@ -147,8 +147,35 @@ mod tests {
             "1",
         ])
         .unwrap();
-        let Command::Broker(config) = cli.command;
+        let Command::Broker(config) = cli.command else {
+            panic!("not the broker command");
+        };
         assert_eq!(config.nats_urls, ["nats://x:4222"]);
         assert_eq!(config.replicated_replicas, 1);
+    }
+
+    #[test]
+    fn client_flags_are_accepted_after_subcommands_and_bad_values_refused() {
+        let cli = Cli::try_parse_from([
+            "lax",
+            "streams",
+            "ls",
+            "--broker-addr",
+            "b:1",
+            "--nats-url",
+            "nats://a:1,nats://b:2",
+        ]);
+        assert!(cli.is_ok(), "{cli:?}");
+        for bad in [
+            &["lax", "pub"][..],
+            &["lax", "pub", "s", "--tier", "gold"],
+            &["lax", "pub", "s", "--header", "novalue"],
+            &["lax", "pub", "s", "--count", "0"],
+            &["lax", "bench", "--route", "sideways"],
+            &["lax", "streams", "create", "S"],
+        ] {
+            let error = Cli::try_parse_from(bad).unwrap_err();
+            assert!(error.use_stderr(), "{bad:?}");
+        }
     }
 }

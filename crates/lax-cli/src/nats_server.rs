@@ -85,9 +85,7 @@ impl EmbeddedNats {
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| {
-                Failure::runtime(format!("cannot open {}: {e}", log_path.display()))
-            })?;
+            .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", log_path.display())))?;
         let log_err = log
             .try_clone()
             .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", log_path.display())))?;

@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures::future::join_all;
 use lax_core::{
-    BoxError, Error, Headers, Limits, PublishRequest, Publisher, PublisherService, Receipt,
+    BoxError, Error, Headers, Limits, PublishRequest, Publisher, PublisherService, Receipt, Route,
     ServicePublisher, Tier,
     breaker::{BreakerHandle, BreakerState},
     stack::StackBuilder,
@@ -29,55 +29,55 @@ pub type ClientStack = BoxCloneSyncService<PublishRequest, Receipt, BoxError>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use lax_client::{PublishOptions, Tier};
+/// use lax_client::{PublishOptions, Route, Tier};
 ///
 /// let options = PublishOptions::tier(Tier::Replicated)
 ///     .header("trace-id", "abc123")
 ///     .timeout(Duration::from_secs(2));
-/// assert!(options.goes_through_broker());
-/// assert!(!PublishOptions::default().goes_through_broker());
+/// assert_eq!(options.route(), Route::Broker);
+/// assert_eq!(PublishOptions::default().route(), Route::Direct);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishOptions {
-    /// Storage tier; memory by default.
-    pub tier: Tier,
-    /// Wait for the JetStream ack (forces the broker path).
-    pub require_ack: bool,
-    /// Deadline of this publish, retries included; the client's `publish_timeout` when unset.
-    pub timeout: Option<Duration>,
+    /// What travels with the message through the stack: tier, ack, timeout (retries
+    /// included; the client's `publish_timeout` when unset), dedup id and attempts.
+    pub message: lax_core::PublishOptions,
     /// Application headers.
     pub headers: Headers,
     /// The message id; generated when unset.
     pub message_id: Option<String>,
-    /// The key JetStream de-duplicates on; the message id when unset.
-    pub dedup_id: Option<String>,
-    /// Attempts for this message (1 = no retry); the client's `retry_attempts` when unset.
-    pub retry_attempts: Option<u32>,
+}
+
+impl From<lax_core::PublishOptions> for PublishOptions {
+    fn from(message: lax_core::PublishOptions) -> Self {
+        PublishOptions {
+            message,
+            ..Default::default()
+        }
+    }
 }
 
 impl PublishOptions {
     /// Options for `tier`.
     pub fn tier(tier: Tier) -> Self {
-        PublishOptions {
-            tier,
-            ..Default::default()
-        }
+        lax_core::PublishOptions::tier(tier).into()
     }
 
-    /// Persistent tier with ack: the Python SDK's `PublishOptions(tier=PERSISTENT, require_ack=True)`.
+    /// Persistent tier with ack: the Python SDK's
+    /// `PublishOptions(tier=PERSISTENT, require_ack=True)`.
     pub fn persistent() -> Self {
         Self::tier(Tier::Persistent).require_ack(true)
     }
 
-    /// Sets whether an ack is required.
+    /// Sets whether an ack is required (forces the broker path).
     pub fn require_ack(mut self, require_ack: bool) -> Self {
-        self.require_ack = require_ack;
+        self.message.require_ack = require_ack;
         self
     }
 
-    /// Sets the deadline.
+    /// Sets the deadline, retries included.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.message.timeout = Some(timeout);
         self
     }
 
@@ -93,21 +93,21 @@ impl PublishOptions {
         self
     }
 
-    /// Sets the de-duplication key.
+    /// Sets the key JetStream de-duplicates on (the message id when unset).
     pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
-        self.dedup_id = Some(id.into());
+        self.message.dedup_id = Some(id.into());
         self
     }
 
-    /// Sets the attempts for this message.
+    /// Sets the attempts for this message (1 = no retry).
     pub fn retry_attempts(mut self, attempts: u32) -> Self {
-        self.retry_attempts = Some(attempts);
+        self.message.retry_attempts = Some(attempts);
         self
     }
 
-    /// True when these options take the broker path under the LAX routing table.
-    pub fn goes_through_broker(&self) -> bool {
-        self.tier != Tier::Memory || self.require_ack
+    /// The route these options take under the LAX routing table.
+    pub fn route(&self) -> Route {
+        self.message.default_route()
     }
 
     fn into_request(
@@ -116,15 +116,9 @@ impl PublishOptions {
         payload: Bytes,
         content_type: Option<&'static str>,
     ) -> PublishRequest {
-        let mut request =
-            PublishRequest::new(subject, payload).with_options(lax_core::PublishOptions {
-                tier: self.tier,
-                require_ack: self.require_ack,
-                timeout: self.timeout,
-                dedup_id: self.dedup_id,
-                retry_attempts: self.retry_attempts,
-            });
-        request.headers = self.headers;
+        let mut request = PublishRequest::new(subject, payload)
+            .with_options(self.message)
+            .with_headers(self.headers);
         if let Some(content_type) = content_type
             && request.headers.get("Content-Type").is_none()
         {

@@ -69,6 +69,7 @@ mod client;
 pub mod metrics;
 mod options;
 mod payload;
+pub mod subscribe;
 
 pub use client::{
     BatchMessage, BatchResult, ClientStack, LaxClient, LaxClientBuilder, PublishOptions,
@@ -80,6 +81,8 @@ pub use options::{
     BrokerTls, ClientOptions, ClientOptionsBuilder, NatsAuth, NatsTls, OverloadBehavior,
 };
 pub use payload::{JSON_CONTENT_TYPE, Json, Payload};
+pub use subscribe::{ProcessOptions, ReceivedMessage, StartPosition, SubscribeOptions, Subscription};
+pub use lax_proto::broker::v1::ConsumerGroupConfig;
 
 /// Installs a `tracing` subscriber printing to stderr, filtered by `RUST_LOG` when set, else
 /// by the options' `log_level`. For applications and examples that have no subscriber of

@@ -56,7 +56,7 @@ pub struct ClientOptions {
     #[serde(deserialize_with = "one_or_many")]
     pub nats_urls: Vec<String>,
     /// How long connecting to NATS may take.
-    #[serde(with = "duration_secs")]
+    #[serde(with = "lax_core::config::duration")]
     pub nats_connect_timeout: Duration,
     /// NATS authentication.
     pub nats_auth: NatsAuth,
@@ -77,22 +77,22 @@ pub struct ClientOptions {
     /// What happens at the cap.
     pub overload: OverloadBehavior,
     /// Default deadline of one publish, retries included.
-    #[serde(with = "duration_secs")]
+    #[serde(with = "lax_core::config::duration")]
     pub publish_timeout: Duration,
     /// Attempts of a broker publish that fails with a retryable error (1 = no retry).
     pub retry_attempts: u32,
     /// Delay before the first retry.
-    #[serde(with = "duration_secs")]
+    #[serde(with = "lax_core::config::duration")]
     pub retry_initial_delay: Duration,
     /// Factor between consecutive retry delays.
     pub retry_multiplier: f64,
     /// Longest delay between retries.
-    #[serde(with = "duration_secs")]
+    #[serde(with = "lax_core::config::duration")]
     pub retry_max_delay: Duration,
     /// Consecutive failures that open a path's circuit breaker.
     pub circuit_breaker_threshold: u32,
     /// How long an open breaker rests before trial requests.
-    #[serde(with = "duration_secs")]
+    #[serde(with = "lax_core::config::duration")]
     pub circuit_breaker_timeout: Duration,
     /// Trial requests admitted while half-open.
     pub circuit_breaker_half_open_requests: u32,
@@ -364,51 +364,6 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     })
 }
 
-/// Durations as seconds (number) or as text with a unit.
-pub(crate) mod duration_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(f64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Duration::try_from_secs_f64(s).map_err(D::Error::custom),
-            Raw::Text(t) => parse(&t).map_err(D::Error::custom),
-        }
-    }
-
-    /// Parses `1.5`, `250ms`, `5s`, `2m`, `1h`.
-    pub(crate) fn parse(text: &str) -> Result<Duration, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration (try \"500ms\", \"5s\", \"2m\")"))?;
-        let scale = match unit.trim() {
-            "" | "s" | "sec" | "secs" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
-        };
-        Duration::try_from_secs_f64(number * scale).map_err(|e| format!("{text:?}: {e}"))
-    }
-}
-
 /// Builds [`ClientOptions`] in code.
 ///
 /// ```
@@ -589,15 +544,5 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = serde_json::from_str::<ClientOptions>(r#"{"pool_size": 3}"#).unwrap_err();
         assert!(err.to_string().contains("pool_size"));
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        use duration_secs::parse;
-        assert_eq!(parse("1.5").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse("5 parsecs").is_err());
-        assert!(parse("-1").is_err());
     }
 }

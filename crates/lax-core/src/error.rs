@@ -45,6 +45,24 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order ([`ErrorKind::index`] is the position here).
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::InvalidInput,
+        ErrorKind::CircuitOpen,
+        ErrorKind::Overloaded,
+        ErrorKind::TimedOut,
+        ErrorKind::Unavailable,
+        ErrorKind::Rejected,
+        ErrorKind::Closed,
+        ErrorKind::Config,
+        ErrorKind::Internal,
+    ];
+
+    /// Position in [`ErrorKind::ALL`], for per-kind tables.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// A short snake_case name, used as the `error_type` metric label.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -298,6 +316,13 @@ mod tests {
         let broken = Error::unavailable("stream broke").maybe_stored();
         assert!(broken.may_be_stored());
         assert!(broken.to_string().contains("may have been stored"));
+    }
+
+    #[test]
+    fn all_kinds_are_listed_at_their_index() {
+        for (i, kind) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i);
+        }
     }
 
     #[test]

@@ -107,6 +107,7 @@
 #![forbid(unsafe_code)]
 
 pub mod breaker;
+pub mod config;
 pub mod error;
 pub mod limit;
 pub mod message;

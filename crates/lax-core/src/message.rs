@@ -76,6 +76,14 @@ pub enum Route {
 }
 
 impl Route {
+    /// Both routes ([`Route::index`] is the position here).
+    pub const ALL: [Route; 2] = [Route::Direct, Route::Broker];
+
+    /// Position in [`Route::ALL`], for per-route tables.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// `direct` or `broker`, as used in metric labels and logs.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -237,6 +245,16 @@ impl PublishOptions {
         self.retry_attempts = Some(attempts);
         self
     }
+
+    /// The route the default LAX routing table picks: memory tier without ack goes direct,
+    /// everything else through the broker.
+    pub fn default_route(&self) -> Route {
+        if self.tier == Tier::Memory && !self.require_ack {
+            Route::Direct
+        } else {
+            Route::Broker
+        }
+    }
 }
 
 mod opt_duration_ms {
@@ -336,14 +354,9 @@ impl PublishRequest {
         self.options.dedup_id.as_deref().unwrap_or(&self.message_id)
     }
 
-    /// The route the default LAX routing table picks: memory tier without ack goes direct,
-    /// everything else through the broker.
+    /// The route the default LAX routing table picks for this request's options.
     pub fn default_route(&self) -> Route {
-        if self.options.tier == Tier::Memory && !self.options.require_ack {
-            Route::Direct
-        } else {
-            Route::Broker
-        }
+        self.options.default_route()
     }
 }
 

@@ -288,8 +288,10 @@ impl NatsCluster {
     }
 
     /// Starts node `i` again (same ports, same store; stopped gracefully first if it runs),
-    /// then waits until the cluster is ready with it (see [`Self::wait_ready`]). The node's
-    /// streams may still be catching up then: check their state with
+    /// then waits until the cluster is ready with it (see [`Self::wait_ready`]) and the node's
+    /// own full `/healthz` is ok. Measured with nats-server 2.15: that happens before the
+    /// node's stream replicas hold every message again (catch-up took ~2–3 s after the restart
+    /// for a few hundred messages), so to know a stream caught up, wait on
     /// [`NatsServer::stream_state`].
     ///
     /// # Errors
@@ -300,8 +302,31 @@ impl NatsCluster {
     ///
     /// If `i` is out of range.
     pub async fn restart_node(&mut self, i: usize) -> Result<(), TestkitError> {
+        let deadline = Instant::now() + self.startup_timeout;
         self.nodes[i].restart_unready().await?;
-        self.wait_ready(self.startup_timeout).await
+        self.wait_ready(self.startup_timeout).await?;
+        // The leader's view of a peer can be stale right after a restart; also require the
+        // node's own full /healthz (JetStream enabled and meta group current on the node).
+        let node = &self.nodes[i];
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let healthy = node.healthz().await.unwrap_or(false);
+            if healthy {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let message = format!(
+                    "cluster {}: restarted node {} not healthy (/healthz) after {:?}",
+                    self.name,
+                    node.name().unwrap_or("?"),
+                    self.startup_timeout
+                );
+                return Err(self.startup_error(message));
+            }
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// The meta leader's name as seen by the first running node that knows one.
@@ -374,20 +399,9 @@ impl NatsCluster {
         let mut leaders = Vec::with_capacity(running.len());
         for node in &running {
             let name = node.name().unwrap_or("?");
-            let health = crate::monitor::http_get(
-                &node.monitor_url(),
-                "/healthz?js-enabled-only=true",
-                Duration::from_secs(2),
-            )
-            .await
-            .map_err(|e| format!("{name}: {e}"))?;
-            if health.status != 200 {
-                return Err(format!(
-                    "{name}: healthz {} {}",
-                    health.status,
-                    health.body.trim()
-                ));
-            }
+            node.probe_ready()
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
             let leader = node
                 .meta_leader()
                 .await

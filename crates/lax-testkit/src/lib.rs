@@ -50,7 +50,7 @@
 //! the test's process group, so Ctrl-C and nextest's timeouts reach them; and each server has
 //! a tiny `/bin/sh` watchdog reading a pipe that only the test process holds: if the test
 //! process dies without unwinding (SIGKILL, abort), the pipe closes and the watchdog kills the
-//! server.
+//! server and removes its temporary directory.
 
 #![forbid(unsafe_code)]
 

@@ -11,9 +11,9 @@
 //!   timeout handling (which signals the test's process group) reach it too.
 //! * A watchdog: a tiny `/bin/sh` loop whose stdin is a pipe that only this process holds
 //!   open. If the test process dies without running `Drop` (SIGKILL, `panic = "abort"`,
-//!   `std::process::exit`), the kernel closes the pipe, the loop reads end-of-file and
-//!   SIGKILLs the server. On a normal stop the watchdog is dismissed first, so it can never
-//!   hit a recycled pid.
+//!   `std::process::exit`), the kernel closes the pipe, the loop reads end-of-file,
+//!   SIGKILLs the server and removes its temporary directory. On a normal stop the watchdog
+//!   is dismissed first, so it can never hit a recycled pid.
 
 use std::{
     fs::{File, OpenOptions},
@@ -28,7 +28,20 @@ use nix::{
     unistd::Pid,
 };
 
-const WATCHDOG_SCRIPT: &str = r#"while read -r _; do :; done; kill -KILL "$1" 2>/dev/null"#;
+/// `$1` is the server's pid, `$2` its temporary directory. Waits for end-of-file on stdin,
+/// kills the server, waits (at most 5 s) until it is gone or a zombie, and removes the
+/// directory.
+const WATCHDOG_SCRIPT: &str = r#"while read -r _; do :; done
+kill -KILL "$1" 2>/dev/null
+i=0
+while [ "$i" -lt 100 ]; do
+  state=
+  read -r _ _ state _ 2>/dev/null < "/proc/$1/stat" || break
+  case "$state" in Z|X) break ;; esac
+  sleep 0.05
+  i=$((i + 1))
+done
+rm -rf -- "$2""#;
 
 #[derive(Debug)]
 pub(crate) struct ServerProcess {
@@ -37,8 +50,15 @@ pub(crate) struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `binary args...` with stdout and stderr appended to `log_path`.
-    pub(crate) fn spawn(binary: &Path, args: &[String], log_path: &Path) -> io::Result<Self> {
+    /// Starts `binary args...` with stdout and stderr appended to `log_path`. Should the
+    /// test process die without dropping the server, the watchdog kills it and removes
+    /// `dir`.
+    pub(crate) fn spawn(
+        binary: &Path,
+        args: &[String],
+        log_path: &Path,
+        dir: &Path,
+    ) -> io::Result<Self> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -54,6 +74,7 @@ impl ServerProcess {
             .arg(WATCHDOG_SCRIPT)
             .arg("lax-testkit-watchdog")
             .arg(child.id().to_string())
+            .arg(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -338,8 +338,11 @@ impl NatsServer {
     fn spawn_process(&mut self) -> Result<(), TestkitError> {
         let args = self.args();
         tracing::debug!(binary = %self.spec.binary.display(), ?args, "starting nats-server");
-        let process = ServerProcess::spawn(&self.spec.binary, &args, &self.log_path())
-            .map_err(|e| TestkitError::io(format!("spawning {}", self.spec.binary.display()), e))?;
+        let process =
+            ServerProcess::spawn(&self.spec.binary, &args, &self.log_path(), self.dir.path())
+                .map_err(|e| {
+                    TestkitError::io(format!("spawning {}", self.spec.binary.display()), e)
+                })?;
         self.process = Some(process);
         Ok(())
     }
@@ -383,7 +386,9 @@ impl NatsServer {
         }
     }
 
-    async fn probe_ready(&self) -> Result<(), String> {
+    /// One readiness check: the client port accepts TCP and `/healthz` (with
+    /// `js-enabled-only=true` when JetStream is on) answers ok.
+    pub(crate) async fn probe_ready(&self) -> Result<(), String> {
         let probe_timeout = Duration::from_secs(2);
         let connect = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.spec.port));
         match tokio::time::timeout(probe_timeout, connect).await {
@@ -572,9 +577,10 @@ impl NatsServer {
         monitor::get_json(&self.monitor_url(), path, DEFAULT_HTTP_TIMEOUT).await
     }
 
-    /// True when `/healthz` answers ok. `/healthz` without options checks JetStream in
-    /// full: in a cluster it is ok only once this node is current with the meta group and
-    /// with its streams and consumers.
+    /// True when `/healthz` answers ok. Without options, nats-server's `/healthz` also checks
+    /// JetStream (in a cluster: that this node is current with the meta group and that its
+    /// streams and consumers are healthy by the server's own measure, which can be ok while
+    /// a replica is still catching up on messages).
     ///
     /// # Errors
     ///

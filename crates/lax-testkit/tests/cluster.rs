@@ -12,11 +12,11 @@ use std::{
 
 use async_nats::jetstream::{
     self,
-    consumer::{DeliverPolicy, pull::OrderedConfig},
     stream::{Config, StorageType},
 };
-use futures::StreamExt as _;
-use lax_testkit::{NatsCluster, create_stream_with_retry, publish_with_retry, wait_until};
+use lax_testkit::{
+    NatsCluster, create_stream_with_retry, publish_with_retry, wait_for, wait_until,
+};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const PUBLISHERS: usize = 4;
@@ -130,8 +130,13 @@ async fn r3_stream_loses_no_acked_message_when_a_node_dies() {
         total,
         "two acked ids share a sequence"
     );
-    let mut info_stream = js.get_stream("ORDERS").await.unwrap();
-    let state = info_stream.info().await.unwrap().state.clone();
+    let (info_stream, state) = wait_for(DEADLINE, || async {
+        let mut stream = js.get_stream("ORDERS").await.ok()?;
+        let state = stream.info().await.ok()?.state.clone();
+        Some((stream, state))
+    })
+    .await
+    .expect("stream info");
     assert_eq!(
         state.messages, total,
         "stream holds exactly the acked messages"
@@ -139,29 +144,21 @@ async fn r3_stream_loses_no_acked_message_when_a_node_dies() {
     assert_eq!(state.last_sequence, total);
     assert_eq!(*sequences.iter().max().unwrap(), total);
 
-    let consumer = info_stream
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
+    // Read every stored message back by sequence (from the stream leader: no consumer,
+    // so no dependency on the meta leader, which may itself be re-electing).
+    let mut stored = BTreeMap::new();
+    for sequence in 1..=total {
+        let message = wait_for(DEADLINE, || async {
+            info_stream.get_raw_message(sequence).await.ok()
         })
         .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut stored = BTreeMap::new();
-    while (stored.len() as u64) < total {
-        let message = tokio::time::timeout(DEADLINE, messages.next())
-            .await
-            .expect("reading the stream back")
-            .expect("the stream ends only when dropped")
-            .unwrap();
+        .unwrap_or_else(|_| panic!("message {sequence} cannot be read back"));
         let id = message
             .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
+            .get("Nats-Msg-Id")
             .map(|v| v.as_str().to_owned())
             .expect("every message carries its id");
         assert_eq!(message.payload, id.as_bytes(), "payload is the id");
-        let sequence = message.info().unwrap().stream_sequence;
         assert!(
             stored.insert(id, sequence).is_none(),
             "an id is stored twice"

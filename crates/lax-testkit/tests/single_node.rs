@@ -2,7 +2,7 @@
 //! process hygiene.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -169,7 +169,11 @@ async fn orphan_child_helper() {
         return;
     }
     let server = NatsServer::start().await.unwrap();
-    println!("LAX_SERVER_PID={}", server.pid().unwrap());
+    println!(
+        "LAX_SERVER_PID={} LAX_SERVER_DIR={}",
+        server.pid().unwrap(),
+        server.dir().display()
+    );
     std::future::pending::<()>().await;
 }
 
@@ -193,11 +197,12 @@ async fn a_killed_test_process_leaves_no_server() {
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let server_pid = tokio::time::timeout(DEADLINE, async {
+    let (server_pid, server_dir) = tokio::time::timeout(DEADLINE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             // libtest may print "test orphan_child_helper ... " on the same line.
-            if let Some((_, pid)) = line.split_once("LAX_SERVER_PID=") {
-                return pid.trim().parse::<u32>().unwrap();
+            if let Some((_, rest)) = line.split_once("LAX_SERVER_PID=") {
+                let (pid, dir) = rest.split_once(" LAX_SERVER_DIR=").unwrap();
+                return (pid.parse::<u32>().unwrap(), PathBuf::from(dir.trim()));
             }
         }
         panic!("the child exited without starting a server");
@@ -205,10 +210,14 @@ async fn a_killed_test_process_leaves_no_server() {
     .await
     .expect("the child started a server in time");
     assert!(!process_is_gone(server_pid));
+    assert!(server_dir.join("store").is_dir());
 
     // SIGKILL: no unwinding, no Drop. Only the watchdog can clean up.
     child.kill().await.unwrap();
     wait_gone(server_pid).await;
+    wait_until(Duration::from_secs(10), || async { !server_dir.exists() })
+        .await
+        .expect("the watchdog removes the server's directory");
 }
 
 #[tokio::test]

@@ -21,6 +21,8 @@
 //! - **Security**: TLS with a custom CA ([`TlsOptions`]) and a bearer token on every call
 //!   ([`BearerAuth`]).
 //! - **Administration**: streams and consumer groups through [`BrokerAdmin`].
+//! - **Consuming**: [`GrpcPublisher::broker_client`] hands out a [`BrokerClient`] on a pooled
+//!   connection for Subscribe and the calls settling its messages (`lax-client` wraps them).
 //! - **Metrics**: the gauge `{prefix}_grpc_connections` (healthy connections) and the counter
 //!   `{prefix}_connection_errors_total{type="grpc"}`.
 //!
@@ -58,5 +60,6 @@ mod status;
 pub use admin::{BrokerAdmin, GroupJoin};
 pub use auth::BearerAuth;
 pub use options::{GrpcOptions, PublishMode, TlsOptions};
+pub use pool::BrokerClient;
 pub use publisher::{GrpcPublisher, PublishFuture};
 pub use status::status_to_error;

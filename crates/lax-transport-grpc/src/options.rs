@@ -104,28 +104,28 @@ pub struct GrpcOptions {
     /// How a single publish travels. Default [`PublishMode::Stream`].
     pub mode: PublishMode,
     /// Deadline to establish one connection. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "lax_core::config::duration")]
     pub connect_timeout: Duration,
     /// Deadline of a publish whose message sets no timeout of its own; also the deadline of
     /// administration calls. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "lax_core::config::duration")]
     pub publish_timeout: Duration,
     /// Interval of HTTP/2 keep-alive pings. Default 10 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "lax_core::config::duration")]
     pub keep_alive_interval: Duration,
     /// How long a keep-alive ping may go unanswered before the connection counts as broken.
     /// Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "lax_core::config::duration")]
     pub keep_alive_timeout: Duration,
     /// First delay before re-establishing a broken connection; doubles per failed attempt.
     /// Default 100 ms.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "lax_core::config::duration")]
     pub reconnect_initial_backoff: Duration,
     /// Longest delay between reconnection attempts. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "lax_core::config::duration")]
     pub reconnect_max_backoff: Duration,
     /// How long `close` waits for the broker to end the publish streams. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "lax_core::config::duration")]
     pub close_timeout: Duration,
     /// Publishes queued per connection before `publish` waits for room. Default 1024.
     pub stream_buffer: usize,

@@ -28,8 +28,9 @@ use crate::{
     status::status_to_error,
 };
 
-/// A `BrokerService` client that sends the bearer token.
-pub(crate) type BrokerClient = BrokerServiceClient<InterceptedService<Channel, BearerAuth>>;
+/// A `BrokerService` client on a pooled connection that sends the bearer token; see
+/// [`GrpcPublisher::broker_client`](crate::GrpcPublisher::broker_client).
+pub type BrokerClient = BrokerServiceClient<InterceptedService<Channel, BearerAuth>>;
 
 /// The transport's metric handles.
 #[derive(Debug)]

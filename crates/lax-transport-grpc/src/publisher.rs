@@ -18,7 +18,7 @@ use crate::{
     convert::{response_to_receipt, to_proto},
     drain::Drain,
     options::{GrpcOptions, PublishMode},
-    pool::{Lease, Pool, Purpose},
+    pool::{BrokerClient, Lease, Pool, Purpose},
     status::{is_transport_failure, status_to_error},
 };
 
@@ -147,6 +147,16 @@ impl GrpcPublisher {
             self.inner.pool.auth().clone(),
             self.inner.pool.options().publish_timeout,
         ))
+    }
+
+    /// A `BrokerService` client on one of the pool's connections, carrying the bearer token,
+    /// for the calls this publisher does not wrap: Subscribe and the Ack, Nack, InProgress
+    /// and Term calls that settle what it delivers.
+    ///
+    /// Fails with `Unavailable` when no connection is up. The client keeps its connection;
+    /// a call on it fails once that connection breaks, so take a fresh one to retry.
+    pub fn broker_client(&self) -> Result<BrokerClient, Error> {
+        Ok(self.inner.pool.lease(Purpose::Call)?.client())
     }
 
     /// Publishes many messages in one `BatchPublish` call; the results come back in request

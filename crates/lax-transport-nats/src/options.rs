@@ -36,7 +36,7 @@ pub struct NatsOptions {
     /// Servers to connect to; the client picks one and fails over to the others.
     pub nats_urls: Vec<String>,
     /// How long establishing one connection (TCP, TLS, handshake) may take.
-    #[serde(with = "duration")]
+    #[serde(with = "lax_core::config::duration")]
     pub connect_timeout: Duration,
     /// What happens after the connection breaks.
     pub reconnect: ReconnectPolicy,
@@ -52,7 +52,7 @@ pub struct NatsOptions {
     /// outstanding pings and does not make that configurable), so a peer that goes silent
     /// without closing the connection is detected after at most **3 × `ping_interval`** of
     /// silence: 9 s with the default of 3 s.
-    #[serde(with = "duration")]
+    #[serde(with = "lax_core::config::duration")]
     pub ping_interval: Duration,
     /// Most messages queued for the connection at once. While connected this is back-pressure
     /// (a publish waits for room); while disconnected it bounds the reconnect buffer, and a
@@ -68,7 +68,7 @@ pub struct NatsOptions {
     pub subscription_capacity: usize,
     /// Deadline of [`flush`](lax_core::Publisher::flush), of the flush and drain in
     /// [`close`](lax_core::Publisher::close), and of the subscription round trip.
-    #[serde(with = "duration")]
+    #[serde(with = "lax_core::config::duration")]
     pub flush_timeout: Duration,
     /// Prefix of the metric names (`{prefix}_nats_connections`,
     /// `{prefix}_connection_errors_total`).
@@ -254,13 +254,13 @@ pub struct ReconnectPolicy {
     /// gives up and closes; `None` (the default) never gives up.
     pub max_attempts: Option<usize>,
     /// Delay before the second attempt.
-    #[serde(with = "duration")]
+    #[serde(with = "lax_core::config::duration")]
     pub initial_delay: Duration,
     /// Longest delay between attempts.
-    #[serde(with = "duration")]
+    #[serde(with = "lax_core::config::duration")]
     pub max_delay: Duration,
     /// Upper bound of the random delay added to each wait.
-    #[serde(with = "duration")]
+    #[serde(with = "lax_core::config::duration")]
     pub jitter: Duration,
 }
 
@@ -508,32 +508,6 @@ impl NatsTls {
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
         options.require_tls(self.required)
-    }
-}
-
-/// Durations as seconds (`5`, `0.25`) or as strings with units (`"500ms"`, `"1m 30s"`);
-/// written as seconds.
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(f64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(secs) => Duration::try_from_secs_f64(secs).map_err(D::Error::custom),
-            Raw::Text(text) => humantime_serde::re::humantime::parse_duration(&text)
-                .map_err(|e| D::Error::custom(format!("{text:?} is not a duration: {e}"))),
-        }
     }
 }
 

@@ -1,75 +1,298 @@
-//! Consuming: consumer groups as durable JetStream pull consumers.
+//! Consuming: Subscribe, the Ack/Nack/InProgress/Term calls that settle what it delivers, and
+//! consumer groups as durable JetStream pull consumers.
 //!
-//! CreateConsumerGroup is served here. Subscribe and the Ack/Nack/InProgress/Term RPCs that
-//! go with it answer UNIMPLEMENTED until consumer support lands; they live in this module so
-//! that work slots in beside the group code.
+//! - **Subscribe** reads from a pull consumer on the stream capturing the subject: an
+//!   ephemeral one of its own without a consumer group; with one, the group's durable
+//!   consumer (created when missing), whose members split the messages. `start_position`
+//!   (`new` by default, `last`, `first`, `sequence:N`) is the consumer's deliver policy;
+//!   `max_inflight` its max ack pending, `ack_wait_seconds` its ack wait, `prefetch` the
+//!   size of each pull (64 by default). With `enable_flow_control` the broker pulls again
+//!   only once the client has taken every message of the previous pull.
+//! - **Settling.** Every delivered message carries an `ack_id`
+//!   (`<subscription>.<stream sequence>.<delivery>`) for Ack, Nack (with a delay),
+//!   InProgress (restarts the ack wait) and Term. An id that is unknown, already settled,
+//!   past its ack wait (JetStream redelivers the message then) or whose subscription ended
+//!   answers NOT_FOUND. With `manual_ack = false` the broker acks each message as it hands
+//!   it to the client.
+//! - **Dead letters.** `max_deliver` is the number of deliveries applications get. The
+//!   broker keeps JetStream's own limit unlimited and counts instead: the delivery after
+//!   the last one comes to the broker, which publishes the message to the dead-letter
+//!   subject (see [`dead_letter`]) and terminates it; if that publish fails the message
+//!   comes back and is tried again. So a message is never dropped silently, whether its
+//!   last delivery was nak'd, timed out, or held by a broker that crashed.
+//! - **Leaving.** When a subscription ends (the client goes away, the broker shuts down)
+//!   the messages it held, including those still queued for the client or in its pull, are
+//!   nak'd without delay, so the group's remaining members get them at once.
 
-use std::{collections::HashMap, pin::Pin, time::Duration};
+pub mod dead_letter;
+mod delivery;
+mod group;
+mod ledger;
+mod outbox;
+mod spec;
+
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
-    ErrorCode,
-    consumer::{self, AckPolicy, DeliverPolicy},
+    self, AckKind, ErrorCode,
+    consumer::{self, FromConsumer as _, PullConsumer, pull},
 };
+use bytes::Bytes;
 use futures::Stream;
-use lax_core::{Limits, validate::validate_filter_subject};
 use lax_proto::broker::v1 as pb;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+pub use group::{
+    DEAD_LETTER_METADATA, FLOW_CONTROL_METADATA, IDLE_HEARTBEAT_METADATA, MAX_DELIVER_METADATA,
+};
+
+use self::{
+    dead_letter::DeadLetters,
+    delivery::Subscription,
+    group::{Comparison, LaxSettings, config_difference, group_consumer_config, group_of},
+    ledger::{Lookup, Registry},
+    outbox::Outbox,
+    spec::SubscribeSpec,
+};
 use crate::{
     error::{ApiError, status_for_api},
     jsapi::JsApi,
     names::validate_name,
-    timestamp,
 };
 
-/// Consumer metadata key recording the group's `flow_control` wish; a pull consumer has no
-/// JetStream flow control of its own, so the broker's Subscribe reads it from here.
-pub const FLOW_CONTROL_METADATA: &str = "lax.flow_control";
-/// Consumer metadata key recording the group's `idle_heartbeat_seconds` (used per pull).
-pub const IDLE_HEARTBEAT_METADATA: &str = "lax.idle_heartbeat_seconds";
+/// How long an ephemeral consumer outlives a broker that died without deleting it.
+pub(crate) const EPHEMERAL_INACTIVE_THRESHOLD: Duration = Duration::from_secs(120);
 
 /// The messages of one Subscribe call.
 pub(crate) type MessageStream = Pin<Box<dyn Stream<Item = Result<pb::Message, Status>> + Send>>;
 
-/// Consumer groups of one broker.
+/// What consuming needs from the broker.
 #[derive(Debug, Clone)]
-pub(crate) struct ConsumerGroups {
-    api: JsApi,
+pub(crate) struct ConsumerSettings {
+    /// Replicas of the dead-letter stream the broker creates.
+    pub(crate) dead_letter_replicas: usize,
+    /// Deadline of the JetStream calls settling a message.
+    pub(crate) request_timeout: Duration,
 }
 
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc} arrives with consumer support"))
+/// Consumer groups and subscriptions of one broker.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerGroups {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    api: JsApi,
+    js: jetstream::Context,
+    client: async_nats::Client,
+    registry: Arc<Registry>,
+    dead_letters: Arc<DeadLetters>,
+    request_timeout: Duration,
+    shutdown: CancellationToken,
+}
+
+/// JetStream's "consumer already exists" (a create with another configuration).
+const CONSUMER_ALREADY_EXISTS: u64 = 10148;
+
+fn already_exists(error: &ApiError) -> bool {
+    matches!(error, ApiError::JetStream(e)
+        if e.error_code() == ErrorCode::CONSUMER_NAME_EXIST || e.error_code().0 == CONSUMER_ALREADY_EXISTS)
+}
+
+fn consumer_missing(error: &ApiError) -> bool {
+    matches!(error, ApiError::JetStream(e) if e.error_code() == ErrorCode::CONSUMER_NOT_FOUND)
 }
 
 impl ConsumerGroups {
-    pub(crate) fn new(api: JsApi) -> Self {
-        ConsumerGroups { api }
+    pub(crate) fn new(
+        api: JsApi,
+        client: async_nats::Client,
+        settings: ConsumerSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(settings.request_timeout)
+            .build(client.clone());
+        ConsumerGroups {
+            inner: Arc::new(Inner {
+                dead_letters: Arc::new(DeadLetters::new(
+                    api.clone(),
+                    js.clone(),
+                    settings.dead_letter_replicas,
+                )),
+                api,
+                js,
+                client,
+                registry: Arc::new(Registry::default()),
+                request_timeout: settings.request_timeout,
+                shutdown,
+            }),
+        }
     }
 
+    /// Opens a subscription; see the module docs.
     pub(crate) async fn subscribe(
         &self,
-        _request: pb::SubscribeRequest,
+        request: pb::SubscribeRequest,
     ) -> Result<MessageStream, Status> {
-        Err(not_yet("Subscribe"))
+        let spec = SubscribeSpec::parse(request)?;
+        let inner = &self.inner;
+        let stream = self.stream_for(&spec.subject).await?;
+        let ephemeral_name = format!("lax_{}", nuid::next());
+        let wanted = spec.consumer_config(&ephemeral_name);
+        let info = match &spec.group {
+            Some(group) => self.join_group(&stream, group, &wanted).await?,
+            None => {
+                let what = format!(
+                    "creating a consumer for {:?} on stream {stream}",
+                    spec.subject
+                );
+                inner
+                    .api
+                    .create_consumer(&stream, &wanted)
+                    .await
+                    .map_err(|e| status_for_api(&what, &e))?
+            }
+        };
+        let ephemeral = spec.group.is_none();
+        let settings = LaxSettings::of(&info.config);
+        let consumer_name = info.name.clone();
+        let opened = async {
+            if settings.max_deliver.is_some() {
+                inner
+                    .dead_letters
+                    .prepare(
+                        &stream,
+                        &spec.subject,
+                        settings.dead_letter_subject.as_deref(),
+                    )
+                    .await?;
+            }
+            let config =
+                pull::Config::try_from_consumer_config(info.config.clone()).map_err(|e| {
+                    Status::failed_precondition(format!(
+                        "consumer {consumer_name} on stream {stream} is not a pull consumer: {e}"
+                    ))
+                })?;
+            Ok::<PullConsumer, Status>(consumer::Consumer::new(config, info, inner.js.clone()))
+        }
+        .await;
+        let consumer = match opened {
+            Ok(consumer) => consumer,
+            Err(status) => {
+                if ephemeral {
+                    let _ = inner
+                        .js
+                        .delete_consumer_from_stream(&consumer_name, &stream)
+                        .await;
+                }
+                return Err(status);
+            }
+        };
+        let ledger = inner.registry.open(settings.ack_wait);
+        let (queue, outbox) = mpsc::channel(spec.prefetch);
+        let drained = Arc::new(Notify::new());
+        tracing::debug!(subscription = ledger.id(), %stream, consumer = %consumer_name, subject = %spec.subject, "subscribed");
+        let subscription = Subscription {
+            consumer,
+            api: inner.api.clone(),
+            js: inner.js.clone(),
+            stream,
+            consumer_name,
+            ephemeral,
+            registry: Arc::clone(&inner.registry),
+            ledger: Arc::clone(&ledger),
+            dead_letters: Arc::clone(&inner.dead_letters),
+            settings,
+            manual_ack: spec.manual_ack,
+            batch_size: spec.prefetch,
+            queue,
+            drained: Arc::clone(&drained),
+            shutdown: inner.shutdown.clone(),
+        };
+        tokio::spawn(subscription.run());
+        Ok(Box::pin(Outbox::new(outbox, ledger, drained)))
     }
 
-    pub(crate) async fn ack(&self, _request: pb::AckRequest) -> Result<pb::AckResponse, Status> {
-        Err(not_yet("Ack"))
+    /// The one stream capturing `subject`.
+    async fn stream_for(&self, subject: &str) -> Result<String, Status> {
+        let page = self
+            .inner
+            .api
+            .stream_page(0, Some(subject))
+            .await
+            .map_err(|e| status_for_api(&format!("looking up the stream for {subject:?}"), &e))?;
+        let mut names: Vec<String> = page
+            .streams
+            .unwrap_or_default()
+            .into_iter()
+            .map(|info| info.config.name)
+            .collect();
+        match names.len() {
+            0 => Err(Status::not_found(format!(
+                "no stream captures subject {subject:?}; publish to it through the broker \
+                 (which creates one) or create one with StreamManager.CreateStream"
+            ))),
+            1 => Ok(names.remove(0)),
+            _ => Err(Status::invalid_argument(format!(
+                "subject {subject:?} spans several streams ({}); subscribe to each one's subjects",
+                names.join(", ")
+            ))),
+        }
     }
 
-    pub(crate) async fn nack(&self, _request: pb::NackRequest) -> Result<pb::AckResponse, Status> {
-        Err(not_yet("Nack"))
-    }
-
-    pub(crate) async fn in_progress(
+    /// The group's durable consumer, created when missing; refused when it exists with
+    /// settings other than those the subscriber asked for.
+    async fn join_group(
         &self,
-        _request: pb::AckRequest,
-    ) -> Result<pb::AckResponse, Status> {
-        Err(not_yet("InProgress"))
+        stream: &str,
+        group: &str,
+        wanted: &consumer::Config,
+    ) -> Result<consumer::Info, Status> {
+        let what = format!("consumer group {group} on stream {stream}");
+        let (info, existed) = self.find_or_create(stream, wanted, &what).await?;
+        if existed
+            && let Some(difference) = config_difference(&info.config, wanted, Comparison::Join)
+        {
+            return Err(Status::failed_precondition(format!(
+                "{what} exists with other settings: {difference}; subscribe with its settings \
+                 (or leave them unset) to join it"
+            )));
+        }
+        if existed {
+            tracing::debug!(%group, %stream, "joining consumer group");
+        } else {
+            tracing::info!(%group, %stream, "created consumer group for a subscriber");
+        }
+        Ok(info)
     }
 
-    pub(crate) async fn term(&self, _request: pb::AckRequest) -> Result<pb::AckResponse, Status> {
-        Err(not_yet("Term"))
+    /// The durable consumer `wanted` names: the existing one (`true`) or a new one (`false`).
+    async fn find_or_create(
+        &self,
+        stream: &str,
+        wanted: &consumer::Config,
+        what: &str,
+    ) -> Result<(consumer::Info, bool), Status> {
+        let api = &self.inner.api;
+        let name = wanted.durable_name.as_deref().unwrap_or_default();
+        match api.consumer_info(stream, name).await {
+            Ok(existing) => return Ok((existing, true)),
+            Err(e) if consumer_missing(&e) => {}
+            Err(e) => return Err(status_for_api(&format!("looking up {what}"), &e)),
+        }
+        match api.create_consumer(stream, wanted).await {
+            Ok(info) => Ok((info, false)),
+            // Created meanwhile by another member.
+            Err(e) if already_exists(&e) => match api.consumer_info(stream, name).await {
+                Ok(existing) => Ok((existing, true)),
+                Err(e) => Err(status_for_api(&format!("looking up {what}"), &e)),
+            },
+            Err(e) => Err(status_for_api(&format!("creating {what}"), &e)),
+        }
     }
 
     /// Creates the group's durable pull consumer. A group that exists with the same
@@ -81,251 +304,123 @@ impl ConsumerGroups {
     ) -> Result<pb::ConsumerGroup, Status> {
         validate_name("consumer group", &request.name)?;
         validate_name("stream", &request.stream)?;
-        let wanted = consumer_config(&request)?;
+        let wanted = group_consumer_config(&request)?;
         let what = format!(
             "consumer group {} on stream {}",
             request.name, request.stream
         );
-        match self.api.consumer_info(&request.stream, &request.name).await {
-            Ok(existing) => return Err(existing_group(&what, &existing.config, &wanted)),
-            Err(ApiError::JetStream(e)) if e.error_code() == ErrorCode::CONSUMER_NOT_FOUND => {}
-            Err(e) => return Err(status_for_api(&format!("looking up {what}"), &e)),
+        let (info, existed) = self.find_or_create(&request.stream, &wanted, &what).await?;
+        if !existed {
+            tracing::info!(group = %request.name, stream = %request.stream, "created consumer group");
+            return Ok(group_of(&info));
         }
-        match self.api.create_consumer(&request.stream, &wanted).await {
-            Ok(info) => {
-                tracing::info!(group = %request.name, stream = %request.stream, "created consumer group");
-                Ok(group_of(&info))
-            }
-            // Created meanwhile by another member: same answer as if it had been there.
-            Err(ApiError::JetStream(e))
-                if e.error_code() == ErrorCode::CONSUMER_NAME_EXIST
-                    || e.error_code().0 == CONSUMER_ALREADY_EXISTS =>
-            {
-                match self.api.consumer_info(&request.stream, &request.name).await {
-                    Ok(existing) => Err(existing_group(&what, &existing.config, &wanted)),
-                    Err(e) => Err(status_for_api(&format!("looking up {what}"), &e)),
-                }
-            }
-            Err(e) => Err(status_for_api(&format!("creating {what}"), &e)),
-        }
+        Err(
+            match config_difference(&info.config, &wanted, Comparison::Create) {
+                None => Status::already_exists(format!(
+                    "{what} already exists with this configuration; join it"
+                )),
+                Some(difference) => Status::failed_precondition(format!(
+                    "{what} already exists with another configuration: {difference}"
+                )),
+            },
+        )
     }
-}
 
-/// JetStream's "consumer already exists" (a create with another configuration).
-const CONSUMER_ALREADY_EXISTS: u64 = 10148;
+    pub(crate) async fn ack(&self, request: pb::AckRequest) -> Result<pb::AckResponse, Status> {
+        self.settle(&request.ack_id, AckKind::Ack).await
+    }
 
-fn existing_group(what: &str, existing: &consumer::Config, wanted: &consumer::Config) -> Status {
-    match config_difference(existing, wanted) {
-        None => Status::already_exists(format!(
-            "{what} already exists with this configuration; join it"
-        )),
-        Some(difference) => Status::failed_precondition(format!(
-            "{what} already exists with another configuration: {difference}"
-        )),
+    pub(crate) async fn nack(&self, request: pb::NackRequest) -> Result<pb::AckResponse, Status> {
+        let delay = u64::try_from(request.delay_ms).map_err(|_| {
+            Status::invalid_argument(format!(
+                "delay_ms is {}; it must not be negative",
+                request.delay_ms
+            ))
+        })?;
+        let delay = (delay > 0).then(|| Duration::from_millis(delay));
+        self.settle(&request.ack_id, AckKind::Nak(delay)).await
     }
-}
 
-/// The first setting in which an existing consumer differs from the one asked for. Settings
-/// left at zero in the request take the server's defaults and are not compared.
-fn config_difference(existing: &consumer::Config, wanted: &consumer::Config) -> Option<String> {
-    let differ = |name: &str, has: String, asked: String| {
-        Some(format!("{name} is {has}, asked for {asked}"))
-    };
-    if existing.filter_subject != wanted.filter_subject {
-        return differ(
-            "subject_filter",
-            format!("{:?}", existing.filter_subject),
-            format!("{:?}", wanted.filter_subject),
-        );
+    pub(crate) async fn in_progress(
+        &self,
+        request: pb::AckRequest,
+    ) -> Result<pb::AckResponse, Status> {
+        self.settle(&request.ack_id, AckKind::Progress).await
     }
-    if existing.deliver_policy != wanted.deliver_policy {
-        return differ(
-            "deliver_policy",
-            format!("{:?}", existing.deliver_policy),
-            format!("{:?}", wanted.deliver_policy),
-        );
-    }
-    if wanted.ack_wait != Duration::ZERO && existing.ack_wait != wanted.ack_wait {
-        return differ(
-            "ack_wait",
-            format!("{:?}", existing.ack_wait),
-            format!("{:?}", wanted.ack_wait),
-        );
-    }
-    if wanted.max_deliver != 0 && existing.max_deliver != wanted.max_deliver {
-        return differ(
-            "max_deliver",
-            existing.max_deliver.to_string(),
-            wanted.max_deliver.to_string(),
-        );
-    }
-    if wanted.max_ack_pending != 0 && existing.max_ack_pending != wanted.max_ack_pending {
-        return differ(
-            "max_ack_pending",
-            existing.max_ack_pending.to_string(),
-            wanted.max_ack_pending.to_string(),
-        );
-    }
-    for key in [FLOW_CONTROL_METADATA, IDLE_HEARTBEAT_METADATA] {
-        let (has, asked) = (existing.metadata.get(key), wanted.metadata.get(key));
-        if has != asked {
-            return differ(key, format!("{has:?}"), format!("{asked:?}"));
-        }
-    }
-    None
-}
 
-/// The pull consumer a group request asks for.
-fn consumer_config(request: &pb::ConsumerGroupRequest) -> Result<consumer::Config, Status> {
-    if !request.subject_filter.is_empty() {
-        validate_filter_subject(&request.subject_filter, Limits::DEFAULT_MAX_SUBJECT_LEN)
-            .map_err(|e| Status::invalid_argument(e.message().to_owned()))?;
+    pub(crate) async fn term(&self, request: pb::AckRequest) -> Result<pb::AckResponse, Status> {
+        self.settle(&request.ack_id, AckKind::Term).await
     }
-    let group = request.config.clone().unwrap_or_default();
-    let deliver_policy = match group.deliver_policy.as_str() {
-        "" | "all" => DeliverPolicy::All,
-        "last" => DeliverPolicy::Last,
-        "new" => DeliverPolicy::New,
-        "by_start_sequence" if group.start_sequence > 0 => DeliverPolicy::ByStartSequence {
-            start_sequence: group.start_sequence,
-        },
-        "by_start_sequence" => {
+
+    /// Tells JetStream what became of the message `ack_id` names and waits for its answer.
+    async fn settle(&self, ack_id: &str, kind: AckKind) -> Result<pb::AckResponse, Status> {
+        if ack_id.is_empty() {
             return Err(Status::invalid_argument(
-                "deliver_policy by_start_sequence needs start_sequence > 0",
+                "ack_id is empty (a subscription with manual_ack = false acks on delivery)",
             ));
         }
-        "by_start_time" => {
-            let start = group.start_time.ok_or_else(|| {
-                Status::invalid_argument("deliver_policy by_start_time needs start_time")
-            })?;
-            DeliverPolicy::ByStartTime {
-                start_time: timestamp::to_datetime(&start)
-                    .ok_or_else(|| Status::invalid_argument("start_time is out of range"))?,
+        let Some(ledger) = self.inner.registry.find(ack_id) else {
+            return Err(unknown(ack_id));
+        };
+        let keeps_entry = matches!(kind, AckKind::Progress);
+        let lookup = if keeps_entry {
+            ledger.extend(ack_id)
+        } else {
+            ledger.take(ack_id)
+        };
+        let message = match lookup {
+            Lookup::Found(message) => message,
+            Lookup::Unknown => return Err(unknown(ack_id)),
+            Lookup::Expired => {
+                return Err(Status::not_found(format!(
+                    "ack_id {ack_id:?} expired: its ack wait of {:?} elapsed, so JetStream \
+                     redelivers the message (under a new ack_id)",
+                    ledger.ack_wait()
+                )));
+            }
+        };
+        match self.confirm(&message, kind).await {
+            Ok(()) => Ok(pb::AckResponse { success: true }),
+            Err(reason) => {
+                if !keeps_entry {
+                    ledger.restore(ack_id.to_owned(), message);
+                }
+                Err(Status::unavailable(format!(
+                    "JetStream did not confirm the {} of {ack_id:?}: {reason}; try again",
+                    kind_name(kind)
+                )))
             }
         }
-        other => {
-            return Err(Status::invalid_argument(format!(
-                "unknown deliver_policy {other:?}: expected \"all\", \"last\", \"new\", \"by_start_sequence\" or \"by_start_time\""
-            )));
-        }
-    };
-    for (value, name) in [
-        (group.max_deliver, "max_deliver"),
-        (group.ack_wait_seconds, "ack_wait_seconds"),
-        (group.max_ack_pending, "max_ack_pending"),
-        (group.idle_heartbeat_seconds, "idle_heartbeat_seconds"),
-    ] {
-        if value < 0 {
-            return Err(Status::invalid_argument(format!(
-                "{name} is {value}; it must not be negative"
-            )));
-        }
     }
-    let mut metadata = HashMap::new();
-    if group.flow_control {
-        metadata.insert(FLOW_CONTROL_METADATA.to_owned(), "true".to_owned());
-    }
-    if group.idle_heartbeat_seconds > 0 {
-        metadata.insert(
-            IDLE_HEARTBEAT_METADATA.to_owned(),
-            group.idle_heartbeat_seconds.to_string(),
-        );
-    }
-    Ok(consumer::Config {
-        durable_name: Some(request.name.clone()),
-        deliver_policy,
-        ack_policy: AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(u64::from(group.ack_wait_seconds.unsigned_abs())),
-        max_deliver: i64::from(group.max_deliver),
-        max_ack_pending: i64::from(group.max_ack_pending),
-        filter_subject: request.subject_filter.clone(),
-        metadata,
-        ..Default::default()
-    })
-}
 
-fn group_of(info: &consumer::Info) -> pb::ConsumerGroup {
-    pb::ConsumerGroup {
-        name: info.name.clone(),
-        stream: info.stream_name.clone(),
-        num_members: i32::try_from(info.num_waiting).unwrap_or(i32::MAX),
-        delivered: info.delivered.consumer_sequence,
-        ack_pending: info.num_ack_pending as u64,
-        created: Some(timestamp::from_datetime(info.created)),
+    /// Sends an ack of `kind` as a request, so that JetStream's answer confirms it.
+    async fn confirm(&self, message: &jetstream::Message, kind: AckKind) -> Result<(), String> {
+        let reply = message
+            .reply
+            .clone()
+            .ok_or_else(|| "the message has no ack subject".to_owned())?;
+        let request = self.inner.client.request(reply, Bytes::from(kind));
+        match tokio::time::timeout(self.inner.request_timeout, request).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.inner.request_timeout)),
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn unknown(ack_id: &str) -> Status {
+    Status::not_found(format!(
+        "ack_id {ack_id:?} is unknown: never issued, already settled, or its subscription ended \
+         (its messages were given back to the group)"
+    ))
+}
 
-    fn request(config: pb::ConsumerGroupConfig) -> pb::ConsumerGroupRequest {
-        pb::ConsumerGroupRequest {
-            name: "workers".into(),
-            stream: "ORDERS".into(),
-            subject_filter: "orders.>".into(),
-            config: Some(config),
-        }
-    }
-
-    #[test]
-    fn group_configs_map_onto_pull_consumers() {
-        let config = consumer_config(&request(pb::ConsumerGroupConfig {
-            deliver_policy: "new".into(),
-            max_deliver: 5,
-            ack_wait_seconds: 10,
-            flow_control: true,
-            ..Default::default()
-        }))
-        .unwrap();
-        assert_eq!(config.durable_name.as_deref(), Some("workers"));
-        assert_eq!(config.deliver_policy, DeliverPolicy::New);
-        assert_eq!(config.ack_policy, AckPolicy::Explicit);
-        assert_eq!(config.ack_wait, Duration::from_secs(10));
-        assert_eq!(config.max_deliver, 5);
-        assert_eq!(config.metadata[FLOW_CONTROL_METADATA], "true");
-    }
-
-    #[test]
-    fn bad_group_configs_are_invalid_arguments() {
-        for config in [
-            pb::ConsumerGroupConfig {
-                deliver_policy: "sometimes".into(),
-                ..Default::default()
-            },
-            pb::ConsumerGroupConfig {
-                deliver_policy: "by_start_sequence".into(),
-                ..Default::default()
-            },
-            pb::ConsumerGroupConfig {
-                deliver_policy: "by_start_time".into(),
-                ..Default::default()
-            },
-            pb::ConsumerGroupConfig {
-                max_deliver: -2,
-                ..Default::default()
-            },
-        ] {
-            let err = consumer_config(&request(config)).unwrap_err();
-            assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        }
-        let mut bad_filter = request(Default::default());
-        bad_filter.subject_filter = "orders.>.x".into();
-        assert!(consumer_config(&bad_filter).is_err());
-    }
-
-    #[test]
-    fn only_asked_settings_are_compared() {
-        let wanted = consumer_config(&request(Default::default())).unwrap();
-        let mut existing = wanted.clone();
-        existing.ack_wait = Duration::from_secs(30);
-        existing.max_deliver = -1;
-        assert_eq!(config_difference(&existing, &wanted), None);
-        existing.filter_subject = "orders.created".into();
-        assert!(
-            config_difference(&existing, &wanted)
-                .unwrap()
-                .contains("subject_filter")
-        );
+fn kind_name(kind: AckKind) -> &'static str {
+    match kind {
+        AckKind::Ack => "ack",
+        AckKind::Nak(_) => "nack",
+        AckKind::Progress => "in-progress",
+        AckKind::Term => "term",
+        AckKind::Next => "ack-next",
     }
 }

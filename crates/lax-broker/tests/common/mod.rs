@@ -28,11 +28,7 @@ pub fn init_tracing() {
 
 /// A broker config for tests: loopback, free ports, single-node replicas.
 pub fn test_config(urls: Vec<String>) -> BrokerConfig {
-    let mut config = BrokerConfig::new(urls);
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.metrics_listen = "127.0.0.1:0".parse().unwrap();
-    config.replicated_replicas = 1;
-    config
+    BrokerConfig::single_node(urls)
 }
 
 pub struct Harness {

@@ -53,42 +53,6 @@ use crate::{
 /// The metric name prefix existing LAX clients use.
 pub const DEFAULT_PREFIX: &str = "lax_client";
 
-/// Every error kind, in the order of [`kind_index`].
-const ERROR_KINDS: [ErrorKind; 9] = [
-    ErrorKind::InvalidInput,
-    ErrorKind::CircuitOpen,
-    ErrorKind::Overloaded,
-    ErrorKind::TimedOut,
-    ErrorKind::Unavailable,
-    ErrorKind::Rejected,
-    ErrorKind::Closed,
-    ErrorKind::Config,
-    ErrorKind::Internal,
-];
-
-const fn kind_index(kind: ErrorKind) -> usize {
-    match kind {
-        ErrorKind::InvalidInput => 0,
-        ErrorKind::CircuitOpen => 1,
-        ErrorKind::Overloaded => 2,
-        ErrorKind::TimedOut => 3,
-        ErrorKind::Unavailable => 4,
-        ErrorKind::Rejected => 5,
-        ErrorKind::Closed => 6,
-        ErrorKind::Config => 7,
-        ErrorKind::Internal => 8,
-    }
-}
-
-const ROUTES: [Route; 2] = [Route::Direct, Route::Broker];
-
-const fn route_index(route: Route) -> usize {
-    match route {
-        Route::Direct => 0,
-        Route::Broker => 1,
-    }
-}
-
 const SUCCESS: usize = 0;
 const ERROR: usize = 1;
 
@@ -101,7 +65,7 @@ pub(crate) struct Handles {
     clock: quanta::Clock,
     published: [[Counter; 2]; 3],
     latency: [[Histogram; 2]; 3],
-    errors: [[Counter; ERROR_KINDS.len()]; 3],
+    errors: [[Counter; ErrorKind::ALL.len()]; 3],
     by_route: [Counter; 2],
 }
 
@@ -122,7 +86,7 @@ impl Handles {
                 })
             }),
             latency: Tier::ALL.map(|tier| {
-                ROUTES.map(|route| {
+                Route::ALL.map(|route| {
                     metrics::histogram!(
                         latency.clone(),
                         "tier" => tier.as_str(),
@@ -131,7 +95,7 @@ impl Handles {
                 })
             }),
             errors: Tier::ALL.map(|tier| {
-                ERROR_KINDS.map(|kind| {
+                ErrorKind::ALL.map(|kind| {
                     metrics::counter!(
                         errors.clone(),
                         "tier" => tier.as_str(),
@@ -152,12 +116,12 @@ impl Handles {
 
     fn record(&self, tier: Tier, route: Route, started: u64, error: Option<ErrorKind>) {
         let tier = tier.index();
-        let route = route_index(route);
+        let route = route.index();
         match error {
             None => self.published[tier][SUCCESS].increment(1),
             Some(kind) => {
                 self.published[tier][ERROR].increment(1);
-                self.errors[tier][kind_index(kind)].increment(1);
+                self.errors[tier][kind.index()].increment(1);
             }
         }
         let latency = self.clock.delta(started, self.clock.raw());

@@ -80,10 +80,9 @@ impl Env {
 }
 
 async fn start_broker(nats_url: &str, listen: SocketAddr) -> RunningBroker {
-    let mut config = BrokerConfig::new([nats_url]);
+    let mut config = BrokerConfig::single_node([nats_url]);
     config.listen = listen;
     config.no_metrics = true;
-    config.replicated_replicas = 1;
     config.shutdown_timeout_ms = 5_000;
     Broker::start(config).await.expect("broker starts")
 }

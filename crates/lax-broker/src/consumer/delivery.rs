@@ -1,0 +1,327 @@
+//! One subscription's task: pulls batches from the JetStream consumer, hands each message to
+//! the client's response stream (recording it in the ack table), dead-letters messages whose
+//! deliveries ran out, and, when the client goes away or the broker shuts down, gives every
+//! message it still holds back to the group at once.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_nats::jetstream::{
+    self, AckKind, ErrorCode,
+    consumer::{PullConsumer, pull::Batch},
+    message::Info,
+};
+use futures::StreamExt as _;
+use lax_core::{MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, TRACE_ID_HEADER};
+use lax_proto::broker::v1 as pb;
+use tokio::{
+    sync::{Notify, mpsc},
+    time::{Instant, MissedTickBehavior},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use super::{
+    dead_letter::DeadLetters,
+    group::LaxSettings,
+    ledger::{Ledger, Registry},
+    outbox::Outgoing,
+};
+use crate::{error::ApiError, jsapi::JsApi, timestamp};
+
+/// How long one pull request waits for messages. Pulls are short so that a subscription
+/// ending mid-pull has few messages in flight to give back, and a dead server is noticed.
+pub(crate) const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How often expired entries leave the ack table.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long a dead letter that could not be published waits before it is tried again.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
+/// Longest pause between failed pulls.
+const MAX_PULL_BACKOFF: Duration = Duration::from_secs(5);
+/// How long an ending subscription tries to tell its client why.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a subscription ended.
+#[derive(Debug)]
+enum Stop {
+    ClientGone,
+    Shutdown,
+    ConsumerGone(Status),
+}
+
+/// Everything one subscription task needs.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub(crate) consumer: PullConsumer,
+    pub(crate) api: JsApi,
+    pub(crate) js: jetstream::Context,
+    pub(crate) stream: String,
+    pub(crate) consumer_name: String,
+    /// The consumer belongs to this subscription alone and is deleted with it.
+    pub(crate) ephemeral: bool,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) dead_letters: Arc<DeadLetters>,
+    pub(crate) settings: LaxSettings,
+    pub(crate) manual_ack: bool,
+    pub(crate) batch_size: usize,
+    pub(crate) queue: mpsc::Sender<Result<Outgoing, Status>>,
+    pub(crate) drained: Arc<Notify>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Subscription {
+    /// Serves the subscription until its client goes away, the broker shuts down or the
+    /// consumer is deleted.
+    pub(crate) async fn run(self) {
+        let mut batch = None;
+        let stop = self.pump(&mut batch).await;
+        tracing::debug!(subscription = self.ledger.id(), consumer = %self.consumer_name, ?stop, "subscription ending");
+        self.finish(stop, batch).await;
+    }
+
+    async fn pump(&self, slot: &mut Option<Batch>) -> Stop {
+        let mut failures = 0u32;
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            *slot = None;
+            if self.settings.flow_control
+                && let Some(stop) = self.until_drained().await
+            {
+                return stop;
+            }
+            let pull = self
+                .consumer
+                .batch()
+                .max_messages(self.batch_size)
+                .expires(PULL_EXPIRES)
+                .messages();
+            let pulled = tokio::select! {
+                stop = self.stopped() => return stop,
+                pulled = pull => pulled,
+            };
+            let batch = match pulled {
+                Ok(batch) => slot.insert(batch),
+                Err(e) => match self.pull_failed(&e.to_string(), &mut failures).await {
+                    Some(stop) => return stop,
+                    None => continue,
+                },
+            };
+            loop {
+                let next = tokio::select! {
+                    stop = self.stopped() => return stop,
+                    _ = sweep.tick() => {
+                        self.ledger.sweep();
+                        continue;
+                    }
+                    next = batch.next() => next,
+                };
+                match next {
+                    None => break,
+                    Some(Ok(message)) => {
+                        failures = 0;
+                        if let Some(stop) = self.deliver(message).await {
+                            return stop;
+                        }
+                    }
+                    Some(Err(e)) => match self.pull_failed(&e.to_string(), &mut failures).await {
+                        Some(stop) => return stop,
+                        None => break,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Resolves when the client has gone away or the broker is shutting down.
+    async fn stopped(&self) -> Stop {
+        tokio::select! {
+            () = self.queue.closed() => Stop::ClientGone,
+            () = self.shutdown.cancelled() => Stop::Shutdown,
+        }
+    }
+
+    /// Flow control: the next pull waits until the client has taken every message queued.
+    async fn until_drained(&self) -> Option<Stop> {
+        while self.queue.capacity() < self.queue.max_capacity() {
+            tokio::select! {
+                stop = self.stopped() => return Some(stop),
+                () = self.drained.notified() => {}
+            }
+        }
+        None
+    }
+
+    /// A pull failed: ends the subscription when its consumer is gone, else waits before the
+    /// next pull (NATS may be reconnecting, a consumer leader being elected).
+    async fn pull_failed(&self, error: &str, failures: &mut u32) -> Option<Stop> {
+        *failures += 1;
+        tracing::debug!(consumer = %self.consumer_name, error, failures, "pull failed");
+        match self
+            .api
+            .consumer_info(&self.stream, &self.consumer_name)
+            .await
+        {
+            Err(ApiError::JetStream(e)) if e.error_code() == ErrorCode::CONSUMER_NOT_FOUND => {
+                return Some(Stop::ConsumerGone(Status::not_found(format!(
+                    "consumer {} on stream {} was deleted",
+                    self.consumer_name, self.stream
+                ))));
+            }
+            _ => {}
+        }
+        let backoff = Duration::from_millis(100)
+            .saturating_mul(2u32.saturating_pow((*failures).min(10)))
+            .min(MAX_PULL_BACKOFF);
+        tokio::select! {
+            stop = self.stopped() => Some(stop),
+            () = tokio::time::sleep(backoff) => None,
+        }
+    }
+
+    /// Hands one message to the client, or dead-letters it when its deliveries ran out.
+    async fn deliver(&self, message: jetstream::Message) -> Option<Stop> {
+        let info = match message.info() {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(error = %e, subject = %message.subject, "pulled a message without JetStream metadata; skipping it");
+                return None;
+            }
+        };
+        let delivery = u64::try_from(info.delivered).unwrap_or(0);
+        if let Some(max_deliver) = self.settings.max_deliver
+            && delivery > max_deliver
+        {
+            self.dead_letter(&message, &info).await;
+            return None;
+        }
+        let ack_id = self.ledger.ack_id(info.stream_sequence, delivery);
+        let converted = to_proto(
+            &message,
+            &info,
+            delivery,
+            if self.manual_ack {
+                ack_id.clone()
+            } else {
+                String::new()
+            },
+        );
+        self.ledger.record(ack_id.clone(), message);
+        let outgoing = Outgoing {
+            message: converted,
+            ack_on_delivery: (!self.manual_ack).then_some(ack_id),
+        };
+        tokio::select! {
+            stop = self.stopped() => Some(stop),
+            sent = self.queue.send(Ok(outgoing)) => sent.err().map(|_| Stop::ClientGone),
+        }
+    }
+
+    async fn dead_letter(&self, message: &jetstream::Message, info: &Info<'_>) {
+        let custom = self.settings.dead_letter_subject.as_deref();
+        match self.dead_letters.publish(message, info, custom).await {
+            Ok(target) => {
+                tracing::info!(stream = info.stream, sequence = info.stream_sequence, consumer = info.consumer, %target, "dead-lettered a message");
+                if let Err(e) = message.ack_with(AckKind::Term).await {
+                    // It comes back and is dead-lettered again; JetStream de-duplicates.
+                    tracing::warn!(error = %e, "terminating a dead-lettered message failed");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?DEAD_LETTER_RETRY, "dead-lettering failed; the message comes back");
+                if let Err(e) = message
+                    .ack_with(AckKind::Nak(Some(DEAD_LETTER_RETRY)))
+                    .await
+                {
+                    tracing::warn!(error = %e, "nak of an undeliverable dead letter failed");
+                }
+            }
+        }
+    }
+
+    /// Ends the subscription: unknown to Ack from now on, its client told why, and every
+    /// message it held given back to the group (or its ephemeral consumer deleted).
+    async fn finish(self, stop: Stop, batch: Option<Batch>) {
+        self.registry.close(&self.ledger);
+        let farewell = match stop {
+            Stop::ClientGone => None,
+            Stop::Shutdown => Some(Status::unavailable(
+                "the broker is shutting down; subscribe again (unacked messages are redelivered)",
+            )),
+            Stop::ConsumerGone(status) => Some(status),
+        };
+        if let Some(status) = farewell {
+            let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.queue.send(Err(status))).await;
+        }
+        drop(self.queue);
+        if self.ephemeral {
+            if let Err(e) = self
+                .js
+                .delete_consumer_from_stream(&self.consumer_name, &self.stream)
+                .await
+            {
+                // JetStream removes it after its inactivity threshold anyway.
+                tracing::debug!(consumer = %self.consumer_name, error = %e, "deleting an ephemeral consumer failed");
+            }
+            return;
+        }
+        let held = self.ledger.drain();
+        let given_back = held.len();
+        for message in held {
+            nak_now(&message).await;
+        }
+        // The pull in flight may still bring messages meant for this subscription.
+        let mut late = 0;
+        if let Some(mut batch) = batch {
+            let until = Instant::now() + PULL_EXPIRES + Duration::from_secs(1);
+            while let Ok(Some(next)) = tokio::time::timeout_at(until, batch.next()).await {
+                if let Ok(message) = next {
+                    nak_now(&message).await;
+                    late += 1;
+                }
+            }
+        }
+        tracing::debug!(consumer = %self.consumer_name, given_back, late, "subscription ended; messages given back");
+    }
+}
+
+async fn nak_now(message: &jetstream::Message) {
+    if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+        tracing::debug!(error = %e, "nak failed; JetStream redelivers after ack_wait");
+    }
+}
+
+/// The `broker.v1.Message` of one delivery.
+fn to_proto(
+    message: &jetstream::Message,
+    info: &Info<'_>,
+    delivery: u64,
+    ack_id: String,
+) -> pb::Message {
+    let headers: HashMap<String, String> = message
+        .headers
+        .iter()
+        .flat_map(|headers| headers.iter())
+        .filter_map(|(name, values)| {
+            values
+                .last()
+                .map(|value| (name.to_string(), value.as_str().to_owned()))
+        })
+        .collect();
+    let header = |name: &str| headers.get(name).cloned();
+    pb::Message {
+        id: header(MESSAGE_ID_HEADER)
+            .or_else(|| header(NATS_MSG_ID_HEADER))
+            .unwrap_or_default(),
+        subject: message.subject.to_string(),
+        payload: message.payload.to_vec(),
+        timestamp: Some(timestamp::from_datetime(info.published)),
+        trace_id: header(TRACE_ID_HEADER).unwrap_or_default(),
+        headers,
+        sequence: info.stream_sequence,
+        delivery_count: delivery,
+        redelivered: delivery > 1,
+        ack_id,
+        stream: info.stream.to_owned(),
+    }
+}

@@ -1,0 +1,211 @@
+//! Runs a workload: `concurrency` tasks publish `msgs` messages between them, optionally paced,
+//! recording each publish's latency in an HDR histogram.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use tokio::{task::JoinSet, time::Instant};
+
+use crate::failure::Failure;
+
+/// Longest latency the histograms hold; longer ones are recorded as this.
+const MAX_LATENCY_NS: u64 = 60_000_000_000;
+
+/// How many messages, how many in flight, how fast.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Plan {
+    pub(super) msgs: u64,
+    pub(super) concurrency: usize,
+    /// Messages per second; `None` publishes as fast as the in-flight cap allows.
+    pub(super) rate: Option<u64>,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub(super) struct Run<E> {
+    /// Publish latencies in nanoseconds.
+    pub(super) latencies: Histogram<u64>,
+    /// When the first message was due.
+    pub(super) started: Instant,
+    /// The first failure, and how many publishes failed; a failure stops the run.
+    pub(super) failure: Option<(E, u64)>,
+}
+
+/// A histogram for nanosecond latencies up to a minute, at 3 significant digits.
+pub(super) fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
+        .expect("static bounds are valid: 1 <= low, high >= 2 * low, sigfig <= 5")
+}
+
+/// Publishes `plan.msgs` messages with `publish(index)` from `plan.concurrency` tasks.
+///
+/// With a rate, message `i` is due at `start + i / rate` and its latency counts from when it
+/// was due, not from when a task got to it, so a stall shows in the latencies of the
+/// messages it delayed (no coordinated omission). Without one, latency counts from the call.
+pub(super) async fn drive<P, F, E>(
+    plan: Plan,
+    progress: &ProgressBar,
+    publish: P,
+) -> Result<Run<E>, Failure>
+where
+    P: Fn(u64) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<(), E>> + Send,
+    E: Send + 'static,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let interval = plan
+        .rate
+        .map(|rate| Duration::from_secs_f64(1.0 / rate as f64));
+    let mut tasks = JoinSet::new();
+    for _ in 0..plan.concurrency {
+        let (next, stop, publish, progress) = (
+            Arc::clone(&next),
+            Arc::clone(&stop),
+            publish.clone(),
+            progress.clone(),
+        );
+        tasks.spawn(async move {
+            let mut latencies = latency_histogram();
+            let mut failure: Option<(E, u64)> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= plan.msgs {
+                    break;
+                }
+                let due = match interval {
+                    Some(interval) => {
+                        let due = started + interval.mul_f64(index as f64);
+                        tokio::time::sleep_until(due).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
+                match publish(index).await {
+                    Ok(()) => {
+                        let nanos = u64::try_from(due.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        latencies.saturating_record(nanos.max(1));
+                        progress.inc(1);
+                    }
+                    Err(error) => {
+                        stop.store(true, Ordering::Relaxed);
+                        match &mut failure {
+                            Some((_, count)) => *count += 1,
+                            None => failure = Some((error, 1)),
+                        }
+                    }
+                }
+            }
+            (latencies, failure)
+        });
+    }
+    let mut latencies = latency_histogram();
+    let mut failure: Option<(E, u64)> = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (task_latencies, task_failure) =
+            joined.map_err(|e| Failure::runtime(format!("a benchmark task failed: {e}")))?;
+        latencies
+            .add(&task_latencies)
+            .map_err(|e| Failure::runtime(format!("merging latency histograms: {e:?}")))?;
+        failure = match (failure, task_failure) {
+            (Some((first, a)), Some((_, b))) => Some((first, a + b)),
+            (first, other) => first.or(other),
+        };
+    }
+    Ok(Run {
+        latencies,
+        started,
+        failure,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_message_is_published_once_and_recorded() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let plan = Plan {
+            msgs: 1000,
+            concurrency: 8,
+            rate: None,
+        };
+        let recorder = Arc::clone(&seen);
+        let run = drive(plan, &ProgressBar::hidden(), move |index| {
+            let recorder = Arc::clone(&recorder);
+            async move {
+                recorder.lock().unwrap().push(index);
+                Ok::<(), String>(())
+            }
+        })
+        .await
+        .unwrap();
+        assert!(run.failure.is_none());
+        assert_eq!(run.latencies.len(), 1000);
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_failure_stops_the_run_and_is_reported() {
+        let plan = Plan {
+            msgs: 10_000,
+            concurrency: 4,
+            rate: None,
+        };
+        let run = drive(plan, &ProgressBar::hidden(), |index| async move {
+            if index == 10 {
+                Err(format!("boom at {index}"))
+            } else {
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        let (first, count) = run.failure.unwrap();
+        assert_eq!(first, "boom at 10");
+        assert_eq!(count, 1);
+        assert!(run.latencies.len() < 10_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_paces_the_messages_and_latency_counts_from_when_each_was_due() {
+        let plan = Plan {
+            msgs: 50,
+            concurrency: 2,
+            rate: Some(100),
+        };
+        let begun = Instant::now();
+        let run = drive(plan, &ProgressBar::hidden(), |_| async {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap();
+        // 50 messages at 100/s: the last is due after 490 ms.
+        assert!(
+            begun.elapsed() >= Duration::from_millis(490),
+            "{:?}",
+            begun.elapsed()
+        );
+        assert!(
+            begun.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            begun.elapsed()
+        );
+        assert_eq!(run.latencies.len(), 50);
+        // 3 significant digits: 3 ms is stored as a value within 0.1 % of it.
+        assert!(run.latencies.min() >= 2_990_000, "{}", run.latencies.min());
+    }
+}

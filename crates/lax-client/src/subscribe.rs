@@ -1,0 +1,699 @@
+//! Consuming through the broker: [`LaxClient::subscribe`] opens a [`Subscription`], an async
+//! [`Stream`] of [`ReceivedMessage`]s, each settled with [`ack`](ReceivedMessage::ack),
+//! [`nack`](ReceivedMessage::nack), [`in_progress`](ReceivedMessage::in_progress) or
+//! [`term`](ReceivedMessage::term); [`Subscription::process`] runs a handler per message and
+//! settles for you.
+//!
+//! The broker reads from a JetStream consumer on the stream capturing the subject: one of
+//! the subscription's own, or, with [`SubscribeOptions::group`], the group's durable consumer,
+//! whose members split the messages. Unsettled messages come back after the ack wait; after
+//! [`max_deliver`](SubscribeOptions::max_deliver) deliveries a message goes to the
+//! dead-letter subject (`lax.dlq.<stream>.<subject>` unless set). Dropping a subscription
+//! gives the messages it held back to its group at once.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lax_client::{ClientOptions, LaxClient, SubscribeOptions, StartPosition};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Order { order_id: String }
+//!
+//! # async fn demo() -> Result<(), lax_client::Error> {
+//! let client = LaxClient::connect(ClientOptions::default()).await?;
+//! let orders = client
+//!     .subscribe(
+//!         "orders.created",
+//!         SubscribeOptions::group("billing")
+//!             .start(StartPosition::First)
+//!             .max_deliver(5)
+//!             .ack_wait(Duration::from_secs(30)),
+//!     )
+//!     .await?;
+//! // Acked when the handler returns Ok, nacked (redelivered after a second) on Err.
+//! orders
+//!     .process_with(lax_client::ProcessOptions::concurrency(8), |message| async move {
+//!         let order: Order = message.json()?;
+//!         println!("billing {}", order.order_id);
+//!         Ok::<_, lax_client::Error>(())
+//!     })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::{
+    fmt,
+    pin::Pin,
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _, stream::FuturesUnordered};
+use lax_core::{Error, Headers, Limits, validate::validate_filter_subject};
+use lax_proto::broker::v1 as proto;
+use lax_transport_grpc::{BrokerClient, GroupJoin, status_to_error};
+use serde::de::DeserializeOwned;
+use tonic::Streaming;
+
+use crate::LaxClient;
+
+/// Where a subscription without an existing group position starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StartPosition {
+    /// Only messages published from now on (the default).
+    #[default]
+    New,
+    /// The last message already stored, then new ones.
+    Last,
+    /// Every message the stream holds.
+    First,
+    /// From this stream sequence on (1 is the first).
+    Sequence(u64),
+}
+
+impl StartPosition {
+    /// The wire form: `new`, `last`, `first` or `sequence:N`.
+    pub fn as_wire(&self) -> String {
+        match self {
+            StartPosition::New => "new".to_owned(),
+            StartPosition::Last => "last".to_owned(),
+            StartPosition::First => "first".to_owned(),
+            StartPosition::Sequence(n) => format!("sequence:{n}"),
+        }
+    }
+}
+
+/// How a subscription consumes. Unset values take the broker's (or, in a group, the group's)
+/// settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use lax_client::{SubscribeOptions, StartPosition};
+///
+/// let options = SubscribeOptions::group("workers")
+///     .start(StartPosition::Sequence(42))
+///     .ack_wait(Duration::from_secs(10))
+///     .max_deliver(3)
+///     .prefetch(20);
+/// assert_eq!(options.consumer_group.as_deref(), Some("workers"));
+/// assert!(options.manual_ack, "messages are acked explicitly unless asked otherwise");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// The consumer group whose members share the messages; none for a subscription of
+    /// one's own.
+    pub consumer_group: Option<String>,
+    /// Where a new consumer starts.
+    pub start: StartPosition,
+    /// Most messages delivered and not yet settled (JetStream's max ack pending).
+    pub max_inflight: Option<u32>,
+    /// Settle each message explicitly (the default); `false` has the broker ack each message
+    /// as it hands it over (at most once).
+    pub manual_ack: bool,
+    /// How long a delivered message may stay unsettled before it is redelivered.
+    pub ack_wait: Option<Duration>,
+    /// Deliveries before a message is dead-lettered; unlimited when unset.
+    pub max_deliver: Option<u32>,
+    /// Messages the broker pulls at a time (64 by default).
+    pub prefetch: Option<u32>,
+    /// Pull again only once every message of the previous pull was taken.
+    pub flow_control: bool,
+    /// Where dead letters go; `lax.dlq.<stream>.<subject>` when unset.
+    pub dead_letter_subject: Option<String>,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            consumer_group: None,
+            start: StartPosition::New,
+            max_inflight: None,
+            manual_ack: true,
+            ack_wait: None,
+            max_deliver: None,
+            prefetch: None,
+            flow_control: false,
+            dead_letter_subject: None,
+        }
+    }
+}
+
+impl SubscribeOptions {
+    /// Options for a member of consumer group `name`.
+    pub fn group(name: impl Into<String>) -> Self {
+        SubscribeOptions {
+            consumer_group: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the start position.
+    pub fn start(mut self, start: StartPosition) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Sets the most unsettled messages.
+    pub fn max_inflight(mut self, max_inflight: u32) -> Self {
+        self.max_inflight = Some(max_inflight);
+        self
+    }
+
+    /// Sets whether messages are settled explicitly.
+    pub fn manual_ack(mut self, manual_ack: bool) -> Self {
+        self.manual_ack = manual_ack;
+        self
+    }
+
+    /// Sets the ack wait (whole seconds; rounded up).
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = Some(ack_wait);
+        self
+    }
+
+    /// Sets the deliveries before dead-lettering.
+    pub fn max_deliver(mut self, max_deliver: u32) -> Self {
+        self.max_deliver = Some(max_deliver);
+        self
+    }
+
+    /// Sets the pull size.
+    pub fn prefetch(mut self, prefetch: u32) -> Self {
+        self.prefetch = Some(prefetch);
+        self
+    }
+
+    /// Sets flow control.
+    pub fn flow_control(mut self, flow_control: bool) -> Self {
+        self.flow_control = flow_control;
+        self
+    }
+
+    /// Sets the dead-letter subject.
+    pub fn dead_letter_subject(mut self, subject: impl Into<String>) -> Self {
+        self.dead_letter_subject = Some(subject.into());
+        self
+    }
+
+    fn into_request(self, subject: String) -> Result<proto::SubscribeRequest, Error> {
+        let count = |value: Option<u32>, name: &str| {
+            i32::try_from(value.unwrap_or(0))
+                .map_err(|_| Error::invalid_input(format!("{name} is too large")))
+        };
+        let ack_wait_seconds = match self.ack_wait {
+            None => 0,
+            Some(wait) => {
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                i32::try_from(seconds)
+                    .map_err(|_| Error::invalid_input("ack_wait is too long"))?
+            }
+        };
+        Ok(proto::SubscribeRequest {
+            subject,
+            consumer_group: self.consumer_group.unwrap_or_default(),
+            start_position: self.start.as_wire(),
+            options: Some(proto::SubscribeOptions {
+                max_inflight: count(self.max_inflight, "max_inflight")?,
+                manual_ack: self.manual_ack,
+                ack_wait_seconds,
+                max_deliver: count(self.max_deliver, "max_deliver")?,
+                prefetch: count(self.prefetch, "prefetch")?,
+                enable_flow_control: self.flow_control,
+                dead_letter_subject: self.dead_letter_subject.unwrap_or_default(),
+            }),
+        })
+    }
+}
+
+/// Settles messages by the ack id the broker gave them.
+#[derive(Clone)]
+struct Settler {
+    client: BrokerClient,
+    timeout: Duration,
+}
+
+impl Settler {
+    async fn call<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<(), Error> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(status_to_error(&status, true)),
+            Err(_) => Err(Error::timed_out(format!(
+                "the broker did not confirm the {what} within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+/// A message delivered by a [`Subscription`].
+///
+/// Settle it once: [`ack`](Self::ack) when handled, [`nack`](Self::nack) to have it
+/// redelivered, [`in_progress`](Self::in_progress) to keep it while working on it,
+/// [`term`](Self::term) to drop it for good. A settle after the ack wait elapsed fails with
+/// [`Rejected`](lax_core::ErrorKind::Rejected): the message is being redelivered.
+#[derive(Clone)]
+pub struct ReceivedMessage {
+    /// The LAX message id.
+    pub id: String,
+    /// The subject it was published to.
+    pub subject: String,
+    /// The payload.
+    pub payload: Bytes,
+    /// Its headers.
+    pub headers: Headers,
+    /// When JetStream stored it.
+    pub timestamp: Option<SystemTime>,
+    /// Its trace id, if any.
+    pub trace_id: Option<String>,
+    /// The stream it was read from.
+    pub stream: String,
+    /// Its sequence in that stream.
+    pub sequence: u64,
+    /// How many times it has been delivered (1 the first time).
+    pub delivery_count: u64,
+    /// True when delivered before.
+    pub redelivered: bool,
+    ack_id: String,
+    settler: Settler,
+}
+
+impl fmt::Debug for ReceivedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReceivedMessage")
+            .field("id", &self.id)
+            .field("subject", &self.subject)
+            .field("stream", &self.stream)
+            .field("sequence", &self.sequence)
+            .field("delivery_count", &self.delivery_count)
+            .field("payload_len", &self.payload.len())
+            .field("ack_id", &self.ack_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReceivedMessage {
+    fn new(message: proto::Message, settler: Settler) -> Self {
+        let timestamp = message.timestamp.and_then(|at| {
+            let seconds = u64::try_from(at.seconds).ok()?;
+            let nanos = u32::try_from(at.nanos).ok()?;
+            UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
+        });
+        ReceivedMessage {
+            id: message.id,
+            subject: message.subject,
+            payload: Bytes::from(message.payload),
+            headers: Headers::from(message.headers),
+            timestamp,
+            trace_id: (!message.trace_id.is_empty()).then_some(message.trace_id),
+            stream: message.stream,
+            sequence: message.sequence,
+            delivery_count: message.delivery_count,
+            redelivered: message.redelivered,
+            ack_id: message.ack_id,
+            settler,
+        }
+    }
+
+    /// The payload as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`](lax_core::ErrorKind::InvalidInput) when it is not a `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.payload).map_err(|e| {
+            Error::invalid_input(format!(
+                "message {} on {} is not the JSON expected: {e}",
+                self.sequence, self.subject
+            ))
+        })
+    }
+
+    /// The payload as UTF-8 text.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`](lax_core::ErrorKind::InvalidInput) when it is not UTF-8.
+    pub fn text(&self) -> Result<&str, Error> {
+        std::str::from_utf8(&self.payload)
+            .map_err(|e| Error::invalid_input(format!("payload is not UTF-8: {e}")))
+    }
+
+    /// The id the broker settles this delivery by; `None` when the subscription acks on
+    /// delivery.
+    pub fn ack_id(&self) -> Option<&str> {
+        (!self.ack_id.is_empty()).then_some(self.ack_id.as_str())
+    }
+
+    fn settled_on_delivery(&self, what: &str) -> Result<(), Error> {
+        Err(Error::invalid_input(format!(
+            "cannot {what} message {}: its subscription acks on delivery (manual_ack = false)",
+            self.sequence
+        )))
+    }
+
+    /// Acknowledges the message: it is done. A no-op when the subscription acks on delivery.
+    ///
+    /// # Errors
+    ///
+    /// `Rejected` when the broker no longer knows the delivery (settled already, ack wait
+    /// elapsed, subscription ended); `Unavailable`/`TimedOut` when it could not confirm.
+    pub async fn ack(&self) -> Result<(), Error> {
+        if self.ack_id.is_empty() {
+            return Ok(());
+        }
+        let request = proto::AckRequest {
+            ack_id: self.ack_id.clone(),
+        };
+        self.settler
+            .call("ack", self.settler.client.clone().ack(request))
+            .await
+    }
+
+    /// Negatively acknowledges the message: it is redelivered after `delay` (at once for
+    /// zero).
+    ///
+    /// # Errors
+    ///
+    /// As [`ack`](Self::ack); `InvalidInput` when the subscription acks on delivery.
+    pub async fn nack(&self, delay: Duration) -> Result<(), Error> {
+        if self.ack_id.is_empty() {
+            return self.settled_on_delivery("nack");
+        }
+        let request = proto::NackRequest {
+            ack_id: self.ack_id.clone(),
+            delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+        };
+        self.settler
+            .call("nack", self.settler.client.clone().nack(request))
+            .await
+    }
+
+    /// Tells the broker the message is still being worked on: its ack wait starts again.
+    ///
+    /// # Errors
+    ///
+    /// As [`nack`](Self::nack).
+    pub async fn in_progress(&self) -> Result<(), Error> {
+        if self.ack_id.is_empty() {
+            return self.settled_on_delivery("mark in progress");
+        }
+        let request = proto::AckRequest {
+            ack_id: self.ack_id.clone(),
+        };
+        self.settler
+            .call("in-progress", self.settler.client.clone().in_progress(request))
+            .await
+    }
+
+    /// Stops redelivery of the message for good (it is not dead-lettered).
+    ///
+    /// # Errors
+    ///
+    /// As [`nack`](Self::nack).
+    pub async fn term(&self) -> Result<(), Error> {
+        if self.ack_id.is_empty() {
+            return self.settled_on_delivery("terminate");
+        }
+        let request = proto::AckRequest {
+            ack_id: self.ack_id.clone(),
+        };
+        self.settler
+            .call("term", self.settler.client.clone().term(request))
+            .await
+    }
+}
+
+/// How [`Subscription::process_with`] runs the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessOptions {
+    /// Messages handled at once.
+    pub concurrency: usize,
+    /// How long a message whose handler failed waits before it is redelivered.
+    pub nack_delay: Duration,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        ProcessOptions {
+            concurrency: 1,
+            nack_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ProcessOptions {
+    /// Default options with `concurrency` handlers at once (at least one).
+    pub fn concurrency(concurrency: usize) -> Self {
+        ProcessOptions {
+            concurrency: concurrency.max(1),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the redelivery delay of failed messages.
+    pub fn nack_delay(mut self, delay: Duration) -> Self {
+        self.nack_delay = delay;
+        self
+    }
+}
+
+/// A subscription made with [`LaxClient::subscribe`]: a [`Stream`] of messages until the
+/// broker ends it (with an error: it shut down, the group's consumer was deleted, the
+/// connection broke) or it is dropped. Dropping it gives every message it holds unsettled
+/// back to its group at once.
+pub struct Subscription {
+    subject: String,
+    group: Option<String>,
+    messages: Streaming<proto::Message>,
+    settler: Settler,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("subject", &self.subject)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The subject (or filter) subscribed to.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The consumer group, if any.
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    /// Runs `handler` on each message, one at a time, acking it when the handler returns
+    /// `Ok` and nacking it (redelivery after a second) on `Err`. Returns when the
+    /// subscription ends; see [`process_with`](Self::process_with).
+    ///
+    /// # Errors
+    ///
+    /// The error the subscription ended with.
+    pub async fn process<F, Fut, E>(self, handler: F) -> Result<(), Error>
+    where
+        F: FnMut(ReceivedMessage) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
+        self.process_with(ProcessOptions::default(), handler).await
+    }
+
+    /// Runs `handler` on each message, up to `options.concurrency` at once, acking each
+    /// message whose handler returned `Ok` and nacking (redelivery after
+    /// `options.nack_delay`) each one whose handler failed. A settle that fails is logged:
+    /// the message comes back after its ack wait. Returns once the subscription has ended
+    /// and every running handler has finished.
+    ///
+    /// # Errors
+    ///
+    /// The error the subscription ended with.
+    pub async fn process_with<F, Fut, E>(
+        mut self,
+        options: ProcessOptions,
+        mut handler: F,
+    ) -> Result<(), Error>
+    where
+        F: FnMut(ReceivedMessage) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
+        let concurrency = options.concurrency.max(1);
+        let mut running = FuturesUnordered::new();
+        let ended = loop {
+            if running.len() >= concurrency {
+                running.next().await;
+                continue;
+            }
+            tokio::select! {
+                Some(()) = running.next(), if !running.is_empty() => {}
+                next = self.next() => match next {
+                    None => break Ok(()),
+                    Some(Err(error)) => break Err(error),
+                    Some(Ok(message)) => {
+                        let handled = handler(message.clone());
+                        running.push(async move {
+                            let outcome = handled.await;
+                            settle(&message, outcome, options.nack_delay).await;
+                        });
+                    }
+                },
+            }
+        };
+        while running.next().await.is_some() {}
+        ended
+    }
+}
+
+async fn settle<E: fmt::Display>(message: &ReceivedMessage, outcome: Result<(), E>, delay: Duration) {
+    let settled = match outcome {
+        Ok(()) => message.ack().await,
+        Err(error) => {
+            tracing::debug!(subject = %message.subject, sequence = message.sequence, delivery = message.delivery_count, %error, "handler failed; nacking");
+            if message.ack_id.is_empty() {
+                Ok(())
+            } else {
+                message.nack(delay).await
+            }
+        }
+    };
+    if let Err(error) = settled {
+        tracing::warn!(subject = %message.subject, sequence = message.sequence, %error, "settling a message failed; it is redelivered after its ack wait");
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<ReceivedMessage, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        this.messages.poll_next_unpin(cx).map(|next| {
+            next.map(|item| match item {
+                Ok(message) => Ok(ReceivedMessage::new(message, this.settler.clone())),
+                Err(status) => Err(status_to_error(&status, false)),
+            })
+        })
+    }
+}
+
+impl LaxClient {
+    /// Subscribes to `subject` through the broker; see the [`subscribe`](crate::subscribe)
+    /// module. Returns once the broker has set up the consumer, so messages published after
+    /// this returns are seen by a [`StartPosition::New`] subscription.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a bad subject or options; `Rejected` when no stream captures the
+    /// subject, or a group exists with other settings, or the dead-letter subject has no
+    /// stream; `Unavailable`/`TimedOut` when the broker cannot be reached.
+    pub async fn subscribe(
+        &self,
+        subject: impl Into<String>,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        let subject = subject.into();
+        validate_filter_subject(&subject, Limits::DEFAULT_MAX_SUBJECT_LEN)?;
+        let group = options.consumer_group.clone();
+        let request = options.into_request(subject.clone())?;
+        let mut client = self.broker().broker_client()?;
+        // Bounds the set-up only: the subscription itself lives as long as it is read.
+        let timeout = self.broker().options().publish_timeout;
+        let messages = match tokio::time::timeout(timeout, client.subscribe(request)).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(status_to_error(&status, false)),
+            Err(_) => {
+                return Err(Error::timed_out(format!(
+                    "the broker did not open the subscription within {timeout:?}"
+                )));
+            }
+        };
+        Ok(Subscription {
+            subject,
+            group,
+            messages,
+            settler: Settler { client, timeout },
+        })
+    }
+
+    /// Creates consumer group `name` on `stream` for `subject_filter`, or joins it when it
+    /// exists with this configuration ([`GroupJoin::AlreadyExisted`]).
+    ///
+    /// # Errors
+    ///
+    /// `Rejected` when it exists with another configuration or the stream does not exist;
+    /// `InvalidInput` for bad names or settings.
+    pub async fn create_consumer_group(
+        &self,
+        name: impl Into<String>,
+        stream: impl Into<String>,
+        subject_filter: impl Into<String>,
+        config: proto::ConsumerGroupConfig,
+    ) -> Result<GroupJoin, Error> {
+        self.admin()?
+            .create_consumer_group(proto::ConsumerGroupRequest {
+                name: name.into(),
+                stream: stream.into(),
+                subject_filter: subject_filter.into(),
+                config: Some(config),
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_become_the_wire_request() {
+        let request = SubscribeOptions::group("workers")
+            .start(StartPosition::Sequence(7))
+            .ack_wait(Duration::from_millis(1_500))
+            .max_deliver(3)
+            .prefetch(10)
+            .max_inflight(100)
+            .flow_control(true)
+            .dead_letter_subject("dead.orders")
+            .into_request("orders.>".into())
+            .unwrap();
+        assert_eq!(request.start_position, "sequence:7");
+        assert_eq!(request.consumer_group, "workers");
+        let options = request.options.unwrap();
+        assert_eq!(options.ack_wait_seconds, 2, "rounded up to whole seconds");
+        assert_eq!(
+            (options.max_deliver, options.prefetch, options.max_inflight),
+            (3, 10, 100)
+        );
+        assert!(options.manual_ack && options.enable_flow_control);
+        assert_eq!(options.dead_letter_subject, "dead.orders");
+
+        let plain = SubscribeOptions::default()
+            .manual_ack(false)
+            .into_request("x".into())
+            .unwrap();
+        assert_eq!(plain.start_position, "new");
+        assert!(!plain.options.unwrap().manual_ack);
+        assert!(
+            SubscribeOptions::default()
+                .max_deliver(u32::MAX)
+                .into_request("x".into())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn start_positions_have_wire_names() {
+        assert_eq!(StartPosition::default().as_wire(), "new");
+        assert_eq!(StartPosition::Last.as_wire(), "last");
+        assert_eq!(StartPosition::First.as_wire(), "first");
+    }
+}
