@@ -9,7 +9,10 @@ use lax_proto::broker::v1::{
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{codec::CompressionEncoding, server::NamedService, transport::Server};
+use tonic::{
+    codec::CompressionEncoding, server::NamedService, service::interceptor::InterceptedService,
+    transport::Server,
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -203,24 +206,28 @@ impl BrokerBuilder {
             .map_err(|e| BrokerError::Serve(format!("building the reflection service: {e}")))?;
 
         let max_request = config.max_request_bytes;
-        let router = Server::builder()
+        // Health and reflection stay open; the broker's own services need the token (if set).
+        let auth = crate::security::require_bearer_token(&config)?;
+        let router = crate::security::with_tls(Server::builder(), &config)?
             .concurrency_limit_per_connection(config.max_concurrent_requests as usize)
             .load_shed(true)
             .layer(tower_http::trace::TraceLayer::new_for_grpc())
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(
+            .add_service(InterceptedService::new(
                 BrokerServiceServer::new(broker_service)
                     .max_decoding_message_size(max_request)
                     .accept_compressed(CompressionEncoding::Gzip)
                     .send_compressed(CompressionEncoding::Gzip),
-            )
-            .add_service(
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(
                 StreamManagerServer::new(stream_manager)
                     .max_decoding_message_size(max_request)
                     .accept_compressed(CompressionEncoding::Gzip)
                     .send_compressed(CompressionEncoding::Gzip),
-            );
+                auth,
+            ));
         let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
             TcpListenerStream::new(grpc_listener),
             shutdown.clone().cancelled_owned(),
@@ -256,18 +263,49 @@ fn local_addr(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, B
     })
 }
 
-/// Connects with unlimited reconnects (also for the first connection); `connected` follows
-/// the connection state.
+/// Connects with unlimited reconnects; `connected` follows the connection state.
+///
+/// The first attempt does not retry, so that a refusal no retry can fix (wrong credentials, a
+/// failed TLS handshake) stops the start with a clear error. When NATS is merely unreachable,
+/// a client that keeps retrying in the background is returned.
 async fn connect(
     config: &BrokerConfig,
     connected: watch::Sender<bool>,
 ) -> Result<async_nats::Client, BrokerError> {
     let urls = config.resolved_nats_urls();
-    let max_delay = Duration::from_millis(config.nats_reconnect_max_delay_ms);
+    let failed = |message: String| BrokerError::Nats {
+        urls: urls.join(","),
+        message,
+    };
     let connected = Arc::new(connected);
-    ConnectOptions::new()
-        .name("lax-broker")
+    match connect_options(config, &connected)
+        .await?
+        .connect(urls.as_slice())
+        .await
+    {
+        Ok(client) => return Ok(client),
+        Err(e) => match crate::security::refusal_reason(&e) {
+            Some(reason) => return Err(failed(reason)),
+            None => tracing::debug!(error = %e, "first NATS connection attempt failed; retrying"),
+        },
+    }
+    connect_options(config, &connected)
+        .await?
         .retry_on_initial_connect()
+        .connect(urls.as_slice())
+        .await
+        .map_err(|e| failed(e.to_string()))
+}
+
+/// The broker's NATS connection options, with its credentials and TLS settings.
+async fn connect_options(
+    config: &BrokerConfig,
+    connected: &Arc<watch::Sender<bool>>,
+) -> Result<ConnectOptions, BrokerError> {
+    let max_delay = Duration::from_millis(config.nats_reconnect_max_delay_ms);
+    let connected = Arc::clone(connected);
+    let options = ConnectOptions::new()
+        .name("lax-broker")
         .max_reconnects(None)
         .connection_timeout(Duration::from_millis(config.nats_connect_timeout_ms))
         .reconnect_delay_callback(move |attempts| {
@@ -291,13 +329,8 @@ async fn connect(
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             }
-        })
-        .connect(urls.as_slice())
-        .await
-        .map_err(|e| BrokerError::Nats {
-            urls: urls.join(","),
-            message: e.to_string(),
-        })
+        });
+    crate::security::apply_nats_security(options, config).await
 }
 
 /// Keeps the health status and the connection gauge in step with the NATS connection.

@@ -1,11 +1,14 @@
 //! The broker's settings: a clap [`Args`](clap::Args) struct, so `lax broker` reads them from
 //! flags and `LAX_BROKER_*` environment variables, and other code builds one directly.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Args};
 
-use crate::error::BrokerError;
+use crate::{
+    error::BrokerError,
+    security::{self, SecretString},
+};
 
 /// How the broker connects, listens and publishes.
 ///
@@ -153,6 +156,106 @@ pub struct BrokerConfig {
     /// How long a graceful shutdown waits for in-flight requests before closing anyway.
     #[arg(long, env = "LAX_BROKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
     pub shutdown_timeout_ms: u64,
+
+    /// PEM certificate (chain) of the gRPC server; with `--tls-key`, the broker serves gRPC
+    /// over TLS only. `/metrics` stays plain HTTP.
+    #[arg(
+        long,
+        env = "LAX_BROKER_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(
+        long,
+        env = "LAX_BROKER_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM file of the CA(s) that sign client certificates; when set, every client must
+    /// present one (mutual TLS). Needs `--tls-cert` and `--tls-key`.
+    #[arg(
+        long,
+        env = "LAX_BROKER_TLS_CLIENT_CA",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Bearer token every BrokerService and StreamManager call must carry as
+    /// `authorization: Bearer <token>`; health checks and reflection stay open. Prefer
+    /// `--auth-token-file` or the environment over the command line.
+    #[arg(
+        long,
+        env = "LAX_BROKER_AUTH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        conflicts_with = "auth_token_file"
+    )]
+    pub auth_token: Option<SecretString>,
+
+    /// File holding the bearer token (surrounding whitespace is ignored).
+    #[arg(long, env = "LAX_BROKER_AUTH_TOKEN_FILE", value_name = "PATH")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// NATS credentials file (user JWT and NKey seed, as `nsc` writes it).
+    #[arg(long, env = "LAX_BROKER_NATS_CREDS", value_name = "PATH")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// NATS authentication token.
+    #[arg(
+        long,
+        env = "LAX_BROKER_NATS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub nats_token: Option<SecretString>,
+
+    /// NATS user name (with `--nats-password`).
+    #[arg(
+        long,
+        env = "LAX_BROKER_NATS_USER",
+        value_name = "USER",
+        requires = "nats_password"
+    )]
+    pub nats_user: Option<String>,
+
+    /// NATS password (with `--nats-user`).
+    #[arg(
+        long,
+        env = "LAX_BROKER_NATS_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user"
+    )]
+    pub nats_password: Option<SecretString>,
+
+    /// PEM file of the CA that signed the NATS servers' certificates; TLS to NATS becomes
+    /// required.
+    #[arg(long, env = "LAX_BROKER_NATS_TLS_CA", value_name = "PATH")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for NATS (mutual TLS, with `--nats-tls-key`).
+    #[arg(
+        long,
+        env = "LAX_BROKER_NATS_TLS_CERT",
+        value_name = "PATH",
+        requires = "nats_tls_key"
+    )]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--nats-tls-cert`.
+    #[arg(
+        long,
+        env = "LAX_BROKER_NATS_TLS_KEY",
+        value_name = "PATH",
+        requires = "nats_tls_cert"
+    )]
+    pub nats_tls_key: Option<PathBuf>,
 }
 
 impl BrokerConfig {
@@ -182,6 +285,18 @@ impl BrokerConfig {
             max_request_bytes: 16 * 1024 * 1024,
             max_concurrent_requests: 10_000,
             shutdown_timeout_ms: 30_000,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            auth_token: None,
+            auth_token_file: None,
+            nats_creds: None,
+            nats_token: None,
+            nats_user: None,
+            nats_password: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
         }
     }
 
@@ -230,7 +345,9 @@ impl BrokerConfig {
         Duration::from_millis(self.publish_timeout_ms)
     }
 
-    /// Checks values clap cannot check on its own (and those of a hand-built config).
+    /// Checks values clap cannot check on its own (and those of a hand-built config), among
+    /// them that the security settings go together and that the files they name are readable
+    /// and hold a usable certificate, key or token.
     ///
     /// # Errors
     ///
@@ -274,7 +391,7 @@ impl BrokerConfig {
         if self.max_request_bytes == 0 {
             return bad("max-request-bytes must be greater than 0");
         }
-        Ok(())
+        security::validate(self)
     }
 }
 
@@ -337,5 +454,51 @@ mod tests {
         config.set_auto_create_streams(false);
         assert!(!config.auto_create_streams());
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn security_flags_parse_and_pair_up() {
+        let cli = Cli::try_parse_from([
+            "lax",
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+            "--tls-client-ca",
+            "ca.pem",
+            "--auth-token",
+            "t0ken",
+            "--nats-user",
+            "u",
+            "--nats-password",
+            "p",
+            "--nats-tls-ca",
+            "nats-ca.pem",
+        ])
+        .unwrap();
+        let config = cli.config;
+        assert_eq!(config.tls_cert.as_deref(), Some("cert.pem".as_ref()));
+        assert_eq!(config.tls_client_ca.as_deref(), Some("ca.pem".as_ref()));
+        assert_eq!(
+            config.auth_token.as_ref().map(|t| t.expose()),
+            Some("t0ken")
+        );
+        assert_eq!(config.nats_user.as_deref(), Some("u"));
+        assert_eq!(config.nats_tls_ca.as_deref(), Some("nats-ca.pem".as_ref()));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("t0ken") && !shown.contains("\"p\""),
+            "{shown}"
+        );
+
+        for unpaired in [
+            &["lax", "--tls-cert", "cert.pem"][..],
+            &["lax", "--tls-client-ca", "ca.pem"],
+            &["lax", "--nats-user", "u"],
+            &["lax", "--nats-tls-key", "key.pem"],
+            &["lax", "--auth-token", "t", "--auth-token-file", "token"],
+        ] {
+            assert!(Cli::try_parse_from(unpaired).is_err(), "{unpaired:?}");
+        }
     }
 }

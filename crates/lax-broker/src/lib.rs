@@ -14,6 +14,11 @@
 //! - **Pipelined.** BatchPublish and StreamPublish keep many acks in flight; StreamPublish
 //!   answers each message as soon as its ack arrives and stops reading when its window is
 //!   full.
+//! - **Consuming.** Subscribe delivers from a JetStream pull consumer (ephemeral, or a
+//!   consumer group's durable one shared by its members); Ack, Nack, InProgress and Term
+//!   settle each message by its `ack_id`; after `max_deliver` deliveries a message is
+//!   dead-lettered (to `lax.dlq.<stream>.<subject>` in `LAX_DLQ` by default), never dropped.
+//!   See [`consumer`].
 //! - **Honest status codes.** INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, UNAVAILABLE
 //!   (NATS unreachable; the broker reconnects on its own), RESOURCE_EXHAUSTED (the broker's
 //!   in-flight cap), DEADLINE_EXCEEDED (`timeout_ms` or the gRPC deadline).
@@ -37,6 +42,48 @@
 //! broker.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```
+//!
+//! # Running it securely
+//!
+//! - **TLS on the gRPC port.** `--tls-cert broker.pem --tls-key broker-key.pem` (PEM;
+//!   `LAX_BROKER_TLS_CERT`, `LAX_BROKER_TLS_KEY`): the port then speaks TLS only. Add
+//!   `--tls-client-ca clients-ca.pem` to require a client certificate signed by that CA
+//!   (mutual TLS).
+//! - **A bearer token.** `--auth-token-file /run/secrets/lax-token` (or
+//!   `LAX_BROKER_AUTH_TOKEN`; `--auth-token` works too but shows up in `ps`): every
+//!   BrokerService and StreamManager call must carry `authorization: Bearer <token>`, else it
+//!   fails UNAUTHENTICATED ("missing or wrong bearer token"). gRPC health checking and
+//!   reflection stay open, so probes need no secret. Tokens are compared in constant time.
+//!   Without TLS the token travels in clear text; the broker warns at start-up.
+//! - **NATS.** At most one of `--nats-creds`, `--nats-token`, `--nats-user` with
+//!   `--nats-password`; `--nats-tls-ca` makes TLS to NATS required, and
+//!   `--nats-tls-cert`/`--nats-tls-key` add a client certificate (`LAX_BROKER_NATS_*`).
+//!   Credentials NATS refuses and failed TLS handshakes stop the start with
+//!   [`BrokerError::Nats`] rather than being retried; an unreachable NATS is retried.
+//! - **`/metrics` stays plain HTTP**, without authentication: bind it to a private address
+//!   (`--metrics-listen 127.0.0.1:9090`) or turn it off (`--no-metrics`).
+//!
+//! Bad settings (a certificate without its key, an unreadable or non-PEM file, two NATS
+//! authentication methods) fail [`BrokerConfig::validate`], and so the start, with
+//! [`BrokerError::Config`] before anything connects.
+//!
+//! ```no_run
+//! use lax_broker::{Broker, BrokerConfig};
+//!
+//! # async fn demo() -> Result<(), lax_broker::BrokerError> {
+//! let mut config = BrokerConfig::new(["tls://nats.internal:4222"]);
+//! config.tls_cert = Some("/etc/lax/broker.pem".into());
+//! config.tls_key = Some("/etc/lax/broker-key.pem".into());
+//! config.auth_token_file = Some("/run/secrets/lax-broker-token".into());
+//! config.metrics_listen = "127.0.0.1:9090".parse().unwrap();
+//! config.nats_creds = Some("/etc/lax/broker.creds".into());
+//! config.nats_tls_ca = Some("/etc/lax/nats-ca.pem".into());
+//! let broker = Broker::start(config).await?;
+//! // Clients connect to https://<host>:50051 trusting the CA of broker.pem and send the token
+//! // (lax-transport-grpc: `GrpcOptions { tls, auth_token, .. }`).
+//! broker.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 mod broker;
@@ -48,6 +95,7 @@ pub mod metrics;
 mod names;
 pub mod publish;
 mod routing;
+mod security;
 mod service;
 mod streams;
 mod timestamp;
@@ -56,3 +104,4 @@ pub use broker::{Broker, BrokerBuilder, RunningBroker};
 pub use config::{BrokerConfig, DEFAULT_NATS_URL};
 pub use error::BrokerError;
 pub use metrics::BrokerMetrics;
+pub use security::SecretString;

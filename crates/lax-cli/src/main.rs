@@ -46,6 +46,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per run; boxing would only complicate the clap derive"
+)]
 enum Command {
     /// Run a local stack until Ctrl-C: nats-server with JetStream plus the LAX broker.
     Dev(DevArgs),

@@ -159,6 +159,62 @@ async fn pub_then_sub_sees_the_message() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sub_through_the_broker_reads_the_stream_and_acks() {
+    let servers = Servers::start().await;
+    let flags = servers.flags();
+    // The first publish creates stream SHIPMENTS; the subscription reads it from the start.
+    let (code, _, stderr) = run(&with(
+        &flags,
+        &["pub", "shipments.sent", "first", "--tier", "persistent"],
+    ))
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let mut sub = lax(with(
+        &flags,
+        &[
+            "sub",
+            "shipments.*",
+            "--start",
+            "first",
+            "--count",
+            "2",
+            "--json",
+        ],
+    ))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("lax sub starts");
+    let mut stderr = BufReader::new(sub.stderr.take().unwrap()).lines();
+    wait_for_line(
+        &mut stderr,
+        "subscribed to shipments.* (through the broker)",
+    )
+    .await;
+    let (code, _, stderr_text) = run(&with(
+        &flags,
+        &["pub", "shipments.sent", "second", "--tier", "persistent"],
+    ))
+    .await;
+    assert_eq!(code, 0, "{stderr_text}");
+
+    assert_eq!(wait_exit(&mut sub).await, 0);
+    let mut stdout = BufReader::new(sub.stdout.take().unwrap()).lines();
+    let mut received = Vec::new();
+    while let Some(line) = stdout.next_line().await.unwrap() {
+        received.push(serde_json::from_str::<serde_json::Value>(&line).expect("a JSON line"));
+    }
+    assert_eq!(received.len(), 2, "{received:?}");
+    for (message, (payload, sequence)) in received.iter().zip([("first", 1), ("second", 2)]) {
+        assert_eq!(message["payload"], payload);
+        assert_eq!(message["stream"], "SHIPMENTS");
+        assert_eq!(message["sequence"], sequence);
+        assert_eq!(message["delivery_count"], 1);
+    }
+    servers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_acked_publish_reports_its_stream_and_sequence() {
     let servers = Servers::start().await;
     let flags = servers.flags();
@@ -445,6 +501,7 @@ async fn demo_runs_end_to_end_with_no_servers() {
         "stream ORDERS sequence",
         "5 published, 0 failed",
         "received events.view",
+        "from stream ORDERS sequence 1, delivery 1, acked",
         "demo finished",
     ] {
         assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");

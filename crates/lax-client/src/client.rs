@@ -208,8 +208,9 @@ impl LaxClientBuilder {
     ///
     /// # async fn demo() -> Result<(), lax_client::Error> {
     /// let client = LaxClient::new(ClientOptions::default())
-    ///     // Any tower layer: here, at most 5,000 publishes a second.
-    ///     .layer(tower::limit::RateLimitLayer::new(5_000, Duration::from_secs(1)))
+    ///     // Any tower layer whose service is `Clone`: here, a hard cap of 2 s per publish
+    ///     // on top of the client's own deadlines.
+    ///     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(2)))
     ///     .connect()
     ///     .await?;
     /// # Ok(()) }

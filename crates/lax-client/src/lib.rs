@@ -54,6 +54,16 @@
 //!   uses; `lax_core::stack::StackBuilder` compiles it over any two services, and every layer
 //!   is also usable on its own from `lax_core`.
 //!
+//! ## Consuming
+//!
+//! [`LaxClient::subscribe`] reads through the broker from JetStream: a [`Subscription`] is a
+//! stream of [`ReceivedMessage`]s to [`ack`](ReceivedMessage::ack),
+//! [`nack`](ReceivedMessage::nack), [`in_progress`](ReceivedMessage::in_progress) or
+//! [`term`](ReceivedMessage::term), and [`Subscription::process`] runs a handler per message,
+//! acking on `Ok` and nacking on `Err`. Members of a consumer group
+//! ([`SubscribeOptions::group`]) split the messages; see the [`subscribe`] module.
+//! Memory-tier traffic is read over core NATS with [`LaxClient::subscribe_direct`].
+//!
 //! ## Errors
 //!
 //! Every failure is a [`Error`] whose [`kind`](Error::kind) says what happened
@@ -75,14 +85,16 @@ pub use client::{
     BatchMessage, BatchResult, ClientStack, LaxClient, LaxClientBuilder, PublishOptions,
 };
 pub use lax_core::{Ack, Error, ErrorKind, Headers, Receipt, Route, Tier, breaker::BreakerState};
+pub use lax_proto::broker::v1::ConsumerGroupConfig;
 pub use lax_transport_grpc::{BrokerAdmin, GroupJoin};
 pub use lax_transport_nats::{ConnectionState, DirectMessage, DirectSubscription};
 pub use options::{
     BrokerTls, ClientOptions, ClientOptionsBuilder, NatsAuth, NatsTls, OverloadBehavior,
 };
 pub use payload::{JSON_CONTENT_TYPE, Json, Payload};
-pub use subscribe::{ProcessOptions, ReceivedMessage, StartPosition, SubscribeOptions, Subscription};
-pub use lax_proto::broker::v1::ConsumerGroupConfig;
+pub use subscribe::{
+    ProcessOptions, ReceivedMessage, StartPosition, SubscribeOptions, Subscription,
+};
 
 /// Installs a `tracing` subscriber printing to stderr, filtered by `RUST_LOG` when set, else
 /// by the options' `log_level`. For applications and examples that have no subscriber of

@@ -116,7 +116,8 @@ pub struct SubscribeOptions {
     pub max_deliver: Option<u32>,
     /// Messages the broker pulls at a time (64 by default).
     pub prefetch: Option<u32>,
-    /// Pull again only once every message of the previous pull was taken.
+    /// The broker pulls again only once every message of the previous pull is on its way
+    /// to this client (at most one pull held at a time).
     pub flow_control: bool,
     /// Where dead letters go; `lax.dlq.<stream>.<subject>` when unset.
     pub dead_letter_subject: Option<String>,
@@ -204,8 +205,7 @@ impl SubscribeOptions {
             None => 0,
             Some(wait) => {
                 let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                i32::try_from(seconds)
-                    .map_err(|_| Error::invalid_input("ack_wait is too long"))?
+                i32::try_from(seconds).map_err(|_| Error::invalid_input("ack_wait is too long"))?
             }
         };
         Ok(proto::SubscribeRequest {
@@ -405,7 +405,10 @@ impl ReceivedMessage {
             ack_id: self.ack_id.clone(),
         };
         self.settler
-            .call("in-progress", self.settler.client.clone().in_progress(request))
+            .call(
+                "in-progress",
+                self.settler.client.clone().in_progress(request),
+            )
             .await
     }
 
@@ -554,7 +557,11 @@ impl Subscription {
     }
 }
 
-async fn settle<E: fmt::Display>(message: &ReceivedMessage, outcome: Result<(), E>, delay: Duration) {
+async fn settle<E: fmt::Display>(
+    message: &ReceivedMessage,
+    outcome: Result<(), E>,
+    delay: Duration,
+) {
     let settled = match outcome {
         Ok(()) => message.ack().await,
         Err(error) => {

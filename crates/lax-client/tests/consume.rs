@@ -36,13 +36,22 @@ async fn create_stream(client: &LaxClient, name: &str, subject: &str) {
         .expect("stream created");
 }
 
-async fn publish_all(client: &LaxClient, subject: &str, payloads: impl IntoIterator<Item = String>) {
+async fn publish_all(
+    client: &LaxClient,
+    subject: &str,
+    payloads: impl IntoIterator<Item = String>,
+) {
     let batch = client
         .batch_publish(payloads.into_iter().map(|payload| {
             BatchMessage::new(subject, payload).with_options(PublishOptions::persistent())
         }))
         .await;
-    assert_eq!(batch.failure_count, 0, "{:?}", batch.errors().collect::<Vec<_>>());
+    assert_eq!(
+        batch.failure_count,
+        0,
+        "{:?}",
+        batch.errors().collect::<Vec<_>>()
+    );
 }
 
 async fn consumer(env: &Env, stream: &str, name: &str) -> Info {
@@ -97,7 +106,12 @@ async fn a_group_of_three_processes_a_thousand_messages_once_each() {
     })
     .await
     .expect("every member pulling");
-    publish_all(&client, "tasks.resize", (0..MESSAGES).map(|i| i.to_string())).await;
+    publish_all(
+        &client,
+        "tasks.resize",
+        (0..MESSAGES).map(|i| i.to_string()),
+    )
+    .await;
 
     wait_until(DEADLINE, || async {
         let info = consumer(&env, "TASKS", "resizers").await;
@@ -174,7 +188,12 @@ async fn messages_are_settled_by_hand() {
 
     assert_eq!(
         client
-            .create_consumer_group("billing", "ORDERS", "orders.other", ConsumerGroupConfig::default())
+            .create_consumer_group(
+                "billing",
+                "ORDERS",
+                "orders.other",
+                ConsumerGroupConfig::default()
+            )
             .await
             .unwrap_err()
             .kind(),
@@ -210,7 +229,12 @@ async fn a_failing_handler_dead_letters_after_max_deliver() {
             }
         },
     ));
-    publish_all(&client, "mail.send", ["ok-1", "poison", "ok-2"].map(String::from)).await;
+    publish_all(
+        &client,
+        "mail.send",
+        ["ok-1", "poison", "ok-2"].map(String::from),
+    )
+    .await;
 
     let dead = wait_for(DEADLINE, || async {
         let stream = env.js.get_stream("LAX_DLQ").await.ok()?;
@@ -223,7 +247,10 @@ async fn a_failing_handler_dead_letters_after_max_deliver() {
     .expect("the poison message is dead-lettered");
     assert_eq!(&dead.payload[..], b"poison");
     assert_eq!(
-        dead.headers.get_last("Lax-Dlq-Deliveries").unwrap().as_str(),
+        dead.headers
+            .get_last("Lax-Dlq-Deliveries")
+            .unwrap()
+            .as_str(),
         "2"
     );
     assert_eq!(
@@ -243,23 +270,20 @@ async fn a_dropped_member_gives_its_messages_to_the_others() {
     let env = Env::start().await;
     let client = LaxClient::connect(env.options()).await.unwrap();
     create_stream(&client, "JOBS", "jobs.>").await;
-    assert_eq!(
-        client
-            .create_consumer_group(
-                "crew",
-                "JOBS",
-                "jobs.run",
-                ConsumerGroupConfig {
-                    deliver_policy: "all".into(),
-                    ack_wait_seconds: 120,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
-            .already_existed(),
-        false
-    );
+    let created = client
+        .create_consumer_group(
+            "crew",
+            "JOBS",
+            "jobs.run",
+            ConsumerGroupConfig {
+                deliver_policy: "all".into(),
+                ack_wait_seconds: 120,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!created.already_existed(), "{created:?}");
     assert!(matches!(
         client
             .create_consumer_group(
@@ -300,7 +324,10 @@ async fn a_dropped_member_gives_its_messages_to_the_others() {
         message.ack().await.unwrap();
         received.insert(message.sequence, message.delivery_count);
     }
-    assert!(received[&held] >= 2, "the message it was handling came back");
+    assert!(
+        received[&held] >= 2,
+        "the message it was handling came back"
+    );
     wait_until(DEADLINE, || async {
         let info = consumer(&env, "JOBS", "crew").await;
         info.num_ack_pending == 0 && info.num_pending == 0

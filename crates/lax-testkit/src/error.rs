@@ -72,6 +72,13 @@ pub enum TestkitError {
         /// The server's client URL.
         url: String,
     },
+    /// Test certificates could not be generated.
+    Certificate {
+        /// Which certificate or key was being made.
+        context: String,
+        /// The generator's error.
+        source: Box<dyn StdError + Send + Sync + 'static>,
+    },
 }
 
 impl TestkitError {
@@ -159,6 +166,7 @@ impl fmt::Display for TestkitError {
             Self::Json { url, source } => write!(f, "GET {url}: invalid JSON: {source}"),
             Self::Nats { context, source } => write!(f, "{context}: {source}"),
             Self::NotRunning { url } => write!(f, "the nats-server at {url} is not running"),
+            Self::Certificate { context, source } => write!(f, "{context}: {source}"),
         }
     }
 }
@@ -168,7 +176,7 @@ impl StdError for TestkitError {
         match self {
             Self::Io { source, .. } => Some(source),
             Self::Json { source, .. } => Some(source),
-            Self::Nats { source, .. } => Some(source.as_ref()),
+            Self::Nats { source, .. } | Self::Certificate { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

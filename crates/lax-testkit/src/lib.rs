@@ -43,6 +43,11 @@
 //! current. Everything polls with a short backoff up to a deadline, and start-up failures
 //! quote the last lines of the server log.
 //!
+//! # TLS
+//!
+//! With the `tls` feature, `TestPki` generates a CA and server and client certificates as
+//! PEM files for tests of TLS and mutual TLS.
+//!
 //! # No orphan servers
 //!
 //! `unsafe` is forbidden here, so children cannot use `PR_SET_PDEATHSIG`. Instead:
@@ -62,6 +67,8 @@ pub mod monitor;
 mod ports;
 mod process;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 mod wait;
 
 pub use cluster::{NatsCluster, NatsClusterBuilder};
@@ -78,4 +85,6 @@ pub use server::{
     DEFAULT_STARTUP_TIMEOUT, DEFAULT_STOP_TIMEOUT, MonitorStreamState, NatsServer,
     NatsServerBuilder,
 };
+#[cfg(feature = "tls")]
+pub use tls::{SERVER_NAMES, TestPki};
 pub use wait::{wait_for, wait_until};

@@ -2,17 +2,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{DEADLINE, options};
 use futures::StreamExt;
 use lax_core::{ErrorKind, PublishRequest, Publisher};
-use lax_testkit::NatsServer;
+use lax_testkit::{NatsServer, TestPki};
 use lax_transport_nats::{
     ConnectionEvent, ConnectionState, NatsAuth, NatsOptions, NatsPublisher, NatsTls,
-};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
 
 async fn server_with(args: &[&str]) -> NatsServer {
@@ -166,82 +163,21 @@ async fn a_permission_violation_is_reported_as_an_event_and_the_connection_stays
     publisher.close().await.expect("close");
 }
 
-/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM files
-/// in `dir`.
-struct TestPki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn make_pki(dir: &Path) -> TestPki {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "LAX test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let server_key = KeyPair::generate().expect("server key");
-    let mut server_params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("server params");
-    server_params
-        .distinguished_name
-        .push(DnType::CommonName, "nats-server");
-    let server_cert = server_params
-        .signed_by(&server_key, &issuer)
-        .expect("server certificate");
-
-    let client_key = KeyPair::generate().expect("client key");
-    let mut client_params = CertificateParams::new(Vec::<String>::new()).expect("client params");
-    client_params
-        .distinguished_name
-        .push(DnType::CommonName, "lax-client");
-    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client_cert = client_params
-        .signed_by(&client_key, &issuer)
-        .expect("client certificate");
-
-    let pki = TestPki {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("server.pem"),
-        key: dir.join("server-key.pem"),
-        client_cert: dir.join("client.pem"),
-        client_key: dir.join("client-key.pem"),
-    };
-    for (path, pem) in [
-        (&pki.ca, ca_cert.pem()),
-        (&pki.cert, server_cert.pem()),
-        (&pki.key, server_key.serialize_pem()),
-        (&pki.client_cert, client_cert.pem()),
-        (&pki.client_key, client_key.serialize_pem()),
-    ] {
-        std::fs::write(path, pem).expect("write PEM file");
-    }
-    pki
-}
-
 #[tokio::test]
 async fn tls_with_a_custom_ca() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pki = make_pki(dir.path());
+    let pki = TestPki::generate().expect("test certificates");
     let path = |p: &Path| p.display().to_string();
     let server = server_with(&[
         "--tls",
         "--tlscert",
-        &path(&pki.cert),
+        &path(pki.server_cert()),
         "--tlskey",
-        &path(&pki.key),
+        &path(pki.server_key()),
     ])
     .await;
 
     publish_round_trip(NatsOptions {
-        tls: Some(NatsTls::with_ca(&pki.ca)),
+        tls: Some(NatsTls::with_ca(pki.ca_cert())),
         ..options(server.url())
     })
     .await;
@@ -254,11 +190,10 @@ async fn tls_with_a_custom_ca() {
 
 #[tokio::test]
 async fn requiring_tls_refuses_a_plain_server() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pki = make_pki(dir.path());
+    let pki = TestPki::generate().expect("test certificates");
     let server = server_with(&[]).await;
     let error = refused(NatsOptions {
-        tls: Some(NatsTls::with_ca(&pki.ca)),
+        tls: Some(NatsTls::with_ca(pki.ca_cert())),
         ..options(server.url())
     })
     .await;
@@ -268,28 +203,29 @@ async fn requiring_tls_refuses_a_plain_server() {
 
 #[tokio::test]
 async fn mutual_tls_with_a_client_certificate() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pki = make_pki(dir.path());
+    let pki = TestPki::generate().expect("test certificates");
     let path = |p: &Path| p.display().to_string();
     let server = server_with(&[
         "--tlsverify",
         "--tlscert",
-        &path(&pki.cert),
+        &path(pki.server_cert()),
         "--tlskey",
-        &path(&pki.key),
+        &path(pki.server_key()),
         "--tlscacert",
-        &path(&pki.ca),
+        &path(pki.ca_cert()),
     ])
     .await;
 
     publish_round_trip(NatsOptions {
-        tls: Some(NatsTls::with_ca(&pki.ca).with_client_cert(&pki.client_cert, &pki.client_key)),
+        tls: Some(
+            NatsTls::with_ca(pki.ca_cert()).with_client_cert(pki.client_cert(), pki.client_key()),
+        ),
         ..options(server.url())
     })
     .await;
 
     let error = refused(NatsOptions {
-        tls: Some(NatsTls::with_ca(&pki.ca)),
+        tls: Some(NatsTls::with_ca(pki.ca_cert())),
         ..options(server.url())
     })
     .await;

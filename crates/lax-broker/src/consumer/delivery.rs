@@ -141,7 +141,8 @@ impl Subscription {
         }
     }
 
-    /// Flow control: the next pull waits until the client has taken every message queued.
+    /// Flow control: the next pull waits until the gRPC stream has taken every message
+    /// queued.
     async fn until_drained(&self) -> Option<Stop> {
         while self.queue.capacity() < self.queue.max_capacity() {
             tokio::select! {

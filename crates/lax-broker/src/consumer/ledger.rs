@@ -60,7 +60,7 @@ struct Pending {
 #[derive(Debug)]
 pub(crate) enum Lookup {
     /// Still pending: here is the message.
-    Found(jetstream::Message),
+    Found(Box<jetstream::Message>),
     /// Its ack wait elapsed; JetStream redelivers it.
     Expired,
     /// Never issued, already settled, or its subscription ended.
@@ -100,7 +100,9 @@ impl Ledger {
     /// Takes a pending message out of the table (to settle it).
     pub(crate) fn take(&self, ack_id: &str) -> Lookup {
         match lock(&self.pending).remove(ack_id) {
-            Some(pending) if pending.deadline > Instant::now() => Lookup::Found(pending.message),
+            Some(pending) if pending.deadline > Instant::now() => {
+                Lookup::Found(Box::new(pending.message))
+            }
             Some(_) => Lookup::Expired,
             None => Lookup::Unknown,
         }
@@ -118,7 +120,7 @@ impl Ledger {
         match pending.get_mut(ack_id) {
             Some(entry) if entry.deadline > now => {
                 entry.deadline = now + self.ack_wait;
-                Lookup::Found(entry.message.clone())
+                Lookup::Found(Box::new(entry.message.clone()))
             }
             Some(_) => {
                 pending.remove(ack_id);

@@ -7,7 +7,9 @@
 //!   (`new` by default, `last`, `first`, `sequence:N`) is the consumer's deliver policy;
 //!   `max_inflight` its max ack pending, `ack_wait_seconds` its ack wait, `prefetch` the
 //!   size of each pull (64 by default). With `enable_flow_control` the broker pulls again
-//!   only once the client has taken every message of the previous pull.
+//!   only once every message of the previous pull has gone into the gRPC stream (whose
+//!   HTTP/2 flow control paces it to the client), so at most one pull is held per
+//!   subscriber; without it the next pull overlaps the hand-over of the previous one.
 //! - **Settling.** Every delivered message carries an `ack_id`
 //!   (`<subscription>.<stream sequence>.<delivery>`) for Ack, Nack (with a delay),
 //!   InProgress (restarts the ack wait) and Term. An id that is unknown, already settled,
@@ -383,7 +385,7 @@ impl ConsumerGroups {
             Ok(()) => Ok(pb::AckResponse { success: true }),
             Err(reason) => {
                 if !keeps_entry {
-                    ledger.restore(ack_id.to_owned(), message);
+                    ledger.restore(ack_id.to_owned(), *message);
                 }
                 Err(Status::unavailable(format!(
                     "JetStream did not confirm the {} of {ack_id:?}: {reason}; try again",

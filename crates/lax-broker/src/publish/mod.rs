@@ -1,8 +1,8 @@
 //! Publishing to JetStream: turning a `broker.v1` request into a checked message, sending it
 //! under the broker's in-flight cap, and reading JetStream's ack into an answer.
 //!
-//! A publish is two steps so that callers can pipeline: [`PublishCore::send`] writes the
-//! message to NATS (in call order) and [`InFlight::wait`] awaits its ack. Every path
+//! A publish is two steps so that callers can pipeline: `PublishCore::send` writes the
+//! message to NATS (in call order) and `InFlight::wait` awaits its ack. Every path
 //! (Publish, BatchPublish, StreamPublish) goes through both.
 
 pub(crate) mod deadline;

@@ -1,4 +1,6 @@
-//! `lax demo`: the Python SDK's quick start, end to end, with what happened at each step.
+//! `lax demo`: the Python SDK's quick start, end to end, with what happened at each step:
+//! a direct subscription, a memory-tier event, a persistent order with ack, a batch, and the
+//! order read back through the broker.
 //!
 //! It runs against the servers the client options name (those of `lax dev` by default). When
 //! nothing listens on the NATS URL it starts a stack of its own — nats-server in a temporary
@@ -14,14 +16,13 @@ use clap::Args;
 use futures::StreamExt as _;
 use lax_broker::{Broker, BrokerConfig, RunningBroker};
 use lax_client::{
-    BatchMessage, ClientOptions, DirectSubscription, Json, LaxClient, PublishOptions, Tier,
+    BatchMessage, ClientOptions, DirectSubscription, Json, LaxClient, PublishOptions,
+    StartPosition, SubscribeOptions, Tier,
 };
-use lax_proto::broker::v1::GetStreamInfoRequest;
 use serde_json::json;
 
 use crate::{
     client_args::{ClientArgs, connect},
-    commands::streams::connect_admin,
     failure::Failure,
     format::{describe_receipt, millis, payload_text},
     stack::{LocalStack, StackSpec},
@@ -211,26 +212,48 @@ async fn steps(client: &LaxClient, options: &ClientOptions) -> Result<(), Failur
 
     let ack = order
         .ack
+        .clone()
         .ok_or_else(|| Failure::runtime("the order was stored without an ack"))?;
-    println!("\n5. the order, read back from stream {}", ack.stream);
-    let admin = connect_admin(options).await?;
-    let info = admin
-        .stream_info(GetStreamInfoRequest {
-            name: ack.stream.clone(),
-            ..Default::default()
-        })
+    println!(
+        "\n5. the order, read back through the broker from stream {} at sequence {}",
+        ack.stream, ack.sequence
+    );
+    let sent = Instant::now();
+    let mut orders = client
+        .subscribe(
+            "orders.created",
+            SubscribeOptions::default().start(StartPosition::Sequence(ack.sequence)),
+        )
         .await
         .map_err(|e| Failure::from_broker(e, options))?;
-    let state = info.state.unwrap_or_default();
-    if !(state.first_seq..=state.last_seq).contains(&ack.sequence) {
+    let stored = tokio::time::timeout(RECEIVE_DEADLINE, orders.next())
+        .await
+        .map_err(|_| {
+            Failure::runtime(format!(
+                "the order did not come back within {RECEIVE_DEADLINE:?}"
+            ))
+        })?
+        .ok_or_else(|| Failure::runtime("the broker ended the subscription"))?
+        .map_err(|e| Failure::from_broker(e, options))?;
+    if stored.id != order.message_id {
         return Err(Failure::runtime(format!(
-            "stream {} holds sequences {}..={}, not our order's {}",
-            ack.stream, state.first_seq, state.last_seq, ack.sequence
+            "read back message {} at sequence {}, not our order {}",
+            stored.id, stored.sequence, order.message_id
         )));
     }
+    stored
+        .ack()
+        .await
+        .map_err(|e| Failure::from_broker(e, options))?;
     println!(
-        "   ← stream {} holds {} message(s), sequences {}..={}; our order is sequence {}",
-        ack.stream, state.messages, state.first_seq, state.last_seq, ack.sequence
+        "   ← received {} {} (id {}) from stream {} sequence {}, delivery {}, acked; {} after subscribing",
+        stored.subject,
+        payload_text(&stored.payload),
+        stored.id,
+        stored.stream,
+        stored.sequence,
+        stored.delivery_count,
+        millis(sent.elapsed())
     );
     Ok(())
 }

@@ -280,7 +280,7 @@ th, td {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }}
                 LEFT + plot_w,
                 LEFT - 6.0,
                 y + 4.0,
-                latency(us)
+                tick_label(us)
             );
         }
         for nine in 0..=nines {
@@ -323,6 +323,15 @@ th, td {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }}
         }
         svg.push_str("</svg>");
         svg
+    }
+}
+
+/// A power-of-ten latency as a short axis label: `1 ms`, `100 µs`, `0.1 µs`.
+fn tick_label(us: f64) -> String {
+    if us >= 1_000.0 {
+        format!("{} ms", us / 1e3)
+    } else {
+        format!("{us} µs")
     }
 }
 
