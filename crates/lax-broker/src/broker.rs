@@ -113,7 +113,9 @@ impl BrokerBuilder {
     ///
     /// [`BrokerError::Config`] for a bad configuration, [`BrokerError::Bind`] when a socket
     /// cannot be bound, [`BrokerError::Nats`] when the NATS options are unusable (such as a
-    /// malformed URL).
+    /// malformed URL) or when NATS refuses the broker's credentials or TLS handshake — those
+    /// do not heal by retrying, so the broker does not start. An unreachable NATS is not an
+    /// error: the broker serves NOT_SERVING and keeps reconnecting.
     pub async fn start(self) -> Result<RunningBroker, BrokerError> {
         let config = self.config;
         config.validate()?;
