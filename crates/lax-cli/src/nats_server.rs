@@ -14,12 +14,12 @@ use std::{
     fs::OpenOptions,
     io,
     net::{IpAddr, SocketAddr, TcpListener},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Stdio,
     time::{Duration, Instant},
 };
 
-use lax_testkit::monitor::http_get;
+use lax_testkit::{Watchdog, monitor::http_get};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -36,8 +36,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Lines of the server log quoted when it fails.
 const LOG_TAIL_LINES: usize = 20;
-
-const WATCHDOG_SCRIPT: &str = r#"while read -r _; do :; done; kill -KILL "$1" 2>/dev/null"#;
 
 /// Where and how to run the server.
 #[derive(Debug, Clone)]
@@ -56,7 +54,7 @@ pub(crate) struct NatsServerSpec {
 #[derive(Debug)]
 pub(crate) struct EmbeddedNats {
     child: Child,
-    watchdog: Option<std::process::Child>,
+    watchdog: Option<Watchdog>,
     pid: u32,
     client_addr: SocketAddr,
     monitor_addr: SocketAddr,
@@ -155,7 +153,7 @@ impl EmbeddedNats {
         Failure::runtime(format!(
             "{what}; the end of its log {}:\n{}",
             self.log_path.display(),
-            tail(&self.log_path, LOG_TAIL_LINES)
+            lax_testkit::log_tail(&self.log_path, LOG_TAIL_LINES)
         ))
     }
 
@@ -207,9 +205,8 @@ impl EmbeddedNats {
     }
 
     fn dismiss_watchdog(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.dismiss();
         }
     }
 }
@@ -222,26 +219,13 @@ impl Drop for EmbeddedNats {
     }
 }
 
-/// A `/bin/sh` loop that SIGKILLs `pid` once its stdin (held only by this process) closes.
-fn spawn_watchdog(pid: u32) -> Option<std::process::Child> {
-    use std::os::unix::process::CommandExt as _;
-    match std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(WATCHDOG_SCRIPT)
-        .arg("lax-nats-watchdog")
-        .arg(pid.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-    {
-        Ok(watchdog) => Some(watchdog),
-        Err(e) => {
+/// Kills nats-server should `lax` die without stopping it; the data directory stays.
+fn spawn_watchdog(pid: u32) -> Option<Watchdog> {
+    Watchdog::spawn(pid, None)
+        .inspect_err(|e| {
             tracing::warn!(error = %e, "cannot start the nats-server watchdog; nats-server is still stopped on exit");
-            None
-        }
-    }
+        })
+        .ok()
 }
 
 /// The `nats-server` binary: the test kit's search (`LAX_NATS_SERVER`, `PATH`,
@@ -296,16 +280,4 @@ pub(crate) fn bind_port(
 
 fn io_failure(error: io::Error) -> Failure {
     Failure::runtime(format!("managing nats-server: {error}"))
-}
-
-/// The last `lines` lines of a log file.
-fn tail(path: &Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read it: {e})"),
-    }
 }

@@ -81,6 +81,7 @@ pub use jetstream::{
     create_stream_with_retry, is_transient_create_error, is_transient_publish_error,
     publish_with_retry,
 };
+pub use process::{Watchdog, tail as log_tail};
 pub use server::{
     DEFAULT_STARTUP_TIMEOUT, DEFAULT_STOP_TIMEOUT, MonitorStreamState, NatsServer,
     NatsServerBuilder,

@@ -18,6 +18,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{self, Read as _, Seek as _, SeekFrom},
+    os::unix::process::CommandExt as _,
     path::Path,
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -28,9 +29,9 @@ use nix::{
     unistd::Pid,
 };
 
-/// `$1` is the server's pid, `$2` its temporary directory. Waits for end-of-file on stdin,
-/// kills the server, waits (at most 5 s) until it is gone or a zombie, and removes the
-/// directory.
+/// `$1` is the guarded pid, `$2` a directory to remove (or empty). Waits for end-of-file on
+/// stdin, kills the process, waits (at most 5 s) until it is gone or a zombie, and removes
+/// the directory.
 const WATCHDOG_SCRIPT: &str = r#"while read -r _; do :; done
 kill -KILL "$1" 2>/dev/null
 i=0
@@ -41,12 +42,53 @@ while [ "$i" -lt 100 ]; do
   sleep 0.05
   i=$((i + 1))
 done
-rm -rf -- "$2""#;
+if [ -n "$2" ]; then rm -rf -- "$2"; fi"#;
+
+/// Kills a child process should this process die without stopping it (SIGKILL, an abort,
+/// `std::process::exit`), where `Drop` never runs.
+///
+/// A tiny `/bin/sh` loop whose stdin is a pipe only this process holds: when this process
+/// dies the kernel closes the pipe, and the loop SIGKILLs the guarded pid and, if asked,
+/// removes a directory. [`dismiss`](Watchdog::dismiss) it (or drop it) *before* stopping the
+/// guarded process on purpose, so that it can never hit a recycled pid. It runs in a process
+/// group of its own, so a Ctrl-C meant for this process does not end it first.
+#[derive(Debug)]
+pub struct Watchdog {
+    shell: Child,
+}
+
+impl Watchdog {
+    /// Guards `pid`; `remove_dir` is deleted after the kill (for temporary directories only).
+    pub fn spawn(pid: u32, remove_dir: Option<&Path>) -> io::Result<Watchdog> {
+        let shell = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WATCHDOG_SCRIPT)
+            .arg("lax-watchdog")
+            .arg(pid.to_string())
+            .arg(remove_dir.map(Path::as_os_str).unwrap_or_default())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(Watchdog { shell })
+    }
+
+    /// Stops watching: the guarded process may now be stopped on purpose.
+    pub fn dismiss(self) {}
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.shell.kill();
+        let _ = self.shell.wait();
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct ServerProcess {
     child: Child,
-    watchdog: Option<Child>,
+    watchdog: Option<Watchdog>,
 }
 
 impl ServerProcess {
@@ -69,17 +111,7 @@ impl ServerProcess {
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()?;
-        let watchdog = match Command::new("/bin/sh")
-            .arg("-c")
-            .arg(WATCHDOG_SCRIPT)
-            .arg("lax-testkit-watchdog")
-            .arg(child.id().to_string())
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
+        let watchdog = match Watchdog::spawn(child.id(), Some(dir)) {
             Ok(watchdog) => Some(watchdog),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the nats-server watchdog; the server is still killed on drop");
@@ -143,9 +175,8 @@ impl ServerProcess {
     }
 
     fn dismiss_watchdog(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.dismiss();
         }
     }
 }
@@ -158,8 +189,9 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The last `lines` lines of the file at `path` (reads at most its last 64 KiB).
-pub(crate) fn tail(path: &Path, lines: usize) -> String {
+/// The last `lines` lines of the file at `path` (reads at most its last 64 KiB), for quoting
+/// a server log in an error.
+pub fn tail(path: &Path, lines: usize) -> String {
     const MAX: u64 = 64 * 1024;
     let read = || -> io::Result<String> {
         let mut file = File::open(path)?;
