@@ -46,7 +46,7 @@ async fn publish(client: &mut Client, subject: &str, count: usize) {
     let messages = (0..count)
         .map(|i| PublishRequest {
             subject: subject.into(),
-            payload: i.to_string().into_bytes(),
+            payload: i.to_string().into(),
             headers: HashMap::from([("Trace-Id".into(), format!("trace-{i}"))]),
             ..Default::default()
         })

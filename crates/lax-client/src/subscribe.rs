@@ -305,7 +305,7 @@ impl ReceivedMessage {
         ReceivedMessage {
             id: message.id,
             subject: message.subject,
-            payload: Bytes::from(message.payload),
+            payload: message.payload,
             headers: Headers::from(message.headers),
             timestamp,
             trace_id: (!message.trace_id.is_empty()).then_some(message.trace_id),

@@ -11,7 +11,7 @@
 //!
 //! let request = PublishRequest {
 //!     subject: "orders.created".into(),
-//!     payload: b"{\"order_id\":\"456\"}".to_vec(),
+//!     payload: b"{\"order_id\":\"456\"}".as_slice().into(),
 //!     options: Some(PublishOptions {
 //!         tier: "persistent".into(),
 //!         require_ack: true,

@@ -28,7 +28,7 @@ pub(crate) fn to_proto(request: &PublishRequest, timeout: Duration) -> proto::Pu
     proto::PublishRequest {
         subject: request.subject.clone(),
         // prost's default `bytes` fields are `Vec<u8>`: this copy is the one the wire needs.
-        payload: request.payload.to_vec(),
+        payload: request.payload.clone(),
         trace_id: request
             .headers
             .get(TRACE_ID_HEADER)
@@ -120,7 +120,7 @@ mod tests {
             .with_message_id("m-1");
         let proto = to_proto(&request, Duration::from_millis(1500));
         assert_eq!(proto.subject, "orders.created");
-        assert_eq!(proto.payload, b"data");
+        assert_eq!(proto.payload, &b"data"[..]);
         assert_eq!(proto.message_id, "m-1");
         assert_eq!(proto.trace_id, "t-1");
         assert_eq!(proto.headers.get("X-App").map(String::as_str), Some("1"));

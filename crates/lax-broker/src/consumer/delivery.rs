@@ -315,7 +315,7 @@ fn to_proto(
             .or_else(|| header(NATS_MSG_ID_HEADER))
             .unwrap_or_default(),
         subject: message.subject.to_string(),
-        payload: message.payload.to_vec(),
+        payload: message.payload.clone(),
         timestamp: Some(timestamp::from_datetime(info.published)),
         trace_id: header(TRACE_ID_HEADER).unwrap_or_default(),
         headers,

@@ -160,7 +160,7 @@ impl PublishCore {
             (options.timeout_ms > 0).then(|| Duration::from_millis(options.timeout_ms as u64));
         let core_request = lax_core::PublishRequest {
             subject: request.subject,
-            payload: Bytes::from(request.payload),
+            payload: request.payload,
             headers,
             message_id: message_id.clone(),
             options: lax_core::PublishOptions {

@@ -87,7 +87,7 @@ pub async fn clients(
 pub fn request(subject: &str, payload: &str, tier: &str) -> PublishRequest {
     PublishRequest {
         subject: subject.into(),
-        payload: payload.as_bytes().to_vec(),
+        payload: payload.to_owned().into(),
         options: Some(PublishOptions {
             tier: tier.into(),
             require_ack: true,
