@@ -21,10 +21,10 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-async fn nats_with(args: &[&str]) -> NatsServer {
+async fn nats_with<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> NatsServer {
     init_tracing();
     NatsServer::builder()
-        .args(args.iter().copied())
+        .args(args)
         .start()
         .await
         .expect("nats-server starts")
@@ -124,7 +124,7 @@ async fn health(channel: Channel, service: &str) -> Result<i32, Status> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_broker_serves_clients_that_trust_its_ca_and_no_others() {
-    let nats = nats_with(&[]).await;
+    let nats = nats_with(Vec::<String>::new()).await;
     let pki = TestPki::generate().expect("test certificates");
     let broker = broker(&nats, serve_tls(&pki)).await;
 
@@ -155,7 +155,7 @@ async fn a_tls_broker_serves_clients_that_trust_its_ca_and_no_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
-    let nats = nats_with(&[]).await;
+    let nats = nats_with(Vec::<String>::new()).await;
     let pki = TestPki::generate().expect("test certificates");
     let broker = broker(&nats, |config| {
         serve_tls(&pki)(config);
@@ -180,7 +180,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bearer_token_guards_the_broker_services_but_not_health() {
-    let nats = nats_with(&[]).await;
+    let nats = nats_with(Vec::<String>::new()).await;
     let broker = broker(&nats, |config| {
         config.auth_token = Some("s3cret-t0ken".into())
     })
@@ -248,7 +248,7 @@ async fn the_bearer_token_guards_the_broker_services_but_not_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_authenticates_to_nats_with_user_and_password() {
-    let nats = nats_with(&["--user", "lax", "--pass", "nats-pw"]).await;
+    let nats = nats_with(["--user", "lax", "--pass", "nats-pw"]).await;
     let broker = broker(&nats, |config| {
         config.nats_user = Some("lax".into());
         config.nats_password = Some("nats-pw".into());
@@ -288,7 +288,7 @@ async fn the_broker_authenticates_to_nats_with_user_and_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_authenticates_to_nats_with_a_token() {
-    let nats = nats_with(&["--auth", "nats-t0ken"]).await;
+    let nats = nats_with(["--auth", "nats-t0ken"]).await;
     let broker = broker(&nats, |config| {
         config.nats_token = Some("nats-t0ken".into())
     })
@@ -302,17 +302,8 @@ async fn the_broker_authenticates_to_nats_with_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_talks_tls_to_nats() {
     let pki = TestPki::generate().expect("test certificates");
-    let path = |p: &Path| p.display().to_string();
-    let nats = nats_with(&[
-        "--tlsverify",
-        "--tlscert",
-        &path(pki.server_cert()),
-        "--tlskey",
-        &path(pki.server_key()),
-        "--tlscacert",
-        &path(pki.ca_cert()),
-    ])
-    .await;
+    let args = pki.nats_server_args(true);
+    let nats = nats_with(args).await;
     let broker = broker(&nats, |config| {
         config.nats_tls_ca = Some(pki.ca_cert().to_owned());
         config.nats_tls_cert = Some(pki.client_cert().to_owned());

@@ -144,4 +144,26 @@ impl TestPki {
     pub fn client_key(&self) -> &Path {
         &self.client_key
     }
+
+    /// `nats-server` flags that serve TLS with [`Self::server_cert`]; with `verify_clients`,
+    /// every client must also present a certificate signed by the CA (mutual TLS).
+    pub fn nats_server_args(&self, verify_clients: bool) -> Vec<String> {
+        let path = |p: &Path| p.display().to_string();
+        let mut args = vec![
+            if verify_clients {
+                "--tlsverify"
+            } else {
+                "--tls"
+            }
+            .to_owned(),
+            "--tlscert".to_owned(),
+            path(&self.server_cert),
+            "--tlskey".to_owned(),
+            path(&self.server_key),
+        ];
+        if verify_clients {
+            args.extend(["--tlscacert".to_owned(), path(&self.ca_cert)]);
+        }
+        args
+    }
 }

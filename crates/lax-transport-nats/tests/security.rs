@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{DEADLINE, options};
 use futures::StreamExt;
 use lax_core::{ErrorKind, PublishRequest, Publisher};
@@ -12,10 +10,10 @@ use lax_transport_nats::{
     ConnectionEvent, ConnectionState, NatsAuth, NatsOptions, NatsPublisher, NatsTls,
 };
 
-async fn server_with(args: &[&str]) -> NatsServer {
+async fn server_with<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> NatsServer {
     NatsServer::builder()
         .jetstream(false)
-        .args(args.iter().copied())
+        .args(args)
         .start()
         .await
         .expect("nats-server starts")
@@ -53,7 +51,7 @@ async fn refused(options: NatsOptions) -> lax_core::Error {
 
 #[tokio::test]
 async fn user_and_password() {
-    let server = server_with(&["--user", "alice", "--pass", "s3cret"]).await;
+    let server = server_with(["--user", "alice", "--pass", "s3cret"]).await;
     let with = |auth: NatsAuth| NatsOptions {
         auth,
         ..options(server.url())
@@ -78,7 +76,7 @@ async fn user_and_password() {
 
 #[tokio::test]
 async fn token() {
-    let server = server_with(&["--auth", "t0ken-abc"]).await;
+    let server = server_with(["--auth", "t0ken-abc"]).await;
     let with = |auth: NatsAuth| NatsOptions {
         auth,
         ..options(server.url())
@@ -166,15 +164,8 @@ async fn a_permission_violation_is_reported_as_an_event_and_the_connection_stays
 #[tokio::test]
 async fn tls_with_a_custom_ca() {
     let pki = TestPki::generate().expect("test certificates");
-    let path = |p: &Path| p.display().to_string();
-    let server = server_with(&[
-        "--tls",
-        "--tlscert",
-        &path(pki.server_cert()),
-        "--tlskey",
-        &path(pki.server_key()),
-    ])
-    .await;
+    let args = pki.nats_server_args(false);
+    let server = server_with(args).await;
 
     publish_round_trip(NatsOptions {
         tls: Some(NatsTls::with_ca(pki.ca_cert())),
@@ -191,7 +182,7 @@ async fn tls_with_a_custom_ca() {
 #[tokio::test]
 async fn requiring_tls_refuses_a_plain_server() {
     let pki = TestPki::generate().expect("test certificates");
-    let server = server_with(&[]).await;
+    let server = server_with(Vec::<String>::new()).await;
     let error = refused(NatsOptions {
         tls: Some(NatsTls::with_ca(pki.ca_cert())),
         ..options(server.url())
@@ -204,17 +195,8 @@ async fn requiring_tls_refuses_a_plain_server() {
 #[tokio::test]
 async fn mutual_tls_with_a_client_certificate() {
     let pki = TestPki::generate().expect("test certificates");
-    let path = |p: &Path| p.display().to_string();
-    let server = server_with(&[
-        "--tlsverify",
-        "--tlscert",
-        &path(pki.server_cert()),
-        "--tlskey",
-        &path(pki.server_key()),
-        "--tlscacert",
-        &path(pki.ca_cert()),
-    ])
-    .await;
+    let args = pki.nats_server_args(true);
+    let server = server_with(args).await;
 
     publish_round_trip(NatsOptions {
         tls: Some(
