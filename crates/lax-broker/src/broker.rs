@@ -324,8 +324,13 @@ async fn connect_options(
                         tracing::info!("connected to NATS");
                         connected.send_replace(true);
                     }
-                    Event::Disconnected | Event::Closed => {
-                        tracing::warn!(%event, "lost the NATS connection");
+                    Event::Disconnected => {
+                        tracing::warn!("lost the NATS connection; reconnecting");
+                        connected.send_replace(false);
+                    }
+                    // Only a drain (the broker shutting down) closes the client for good.
+                    Event::Closed => {
+                        tracing::info!("NATS connection closed");
                         connected.send_replace(false);
                     }
                     other => tracing::debug!(event = %other, "NATS event"),
