@@ -6,15 +6,18 @@
 //! in the background — a new connection, to the next broker address, with exponential
 //! backoff — while the other lanes carry on.
 
-use std::sync::{
-    Arc, Mutex, MutexGuard, Weak,
-    atomic::{AtomicBool, AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use lax_core::Error;
 use lax_proto::broker::v1::broker_service_client::BrokerServiceClient;
 use metrics::{Counter, Gauge};
-use tokio::task::JoinHandle;
+use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     service::interceptor::InterceptedService,
@@ -80,6 +83,12 @@ struct Conn {
     channel: Option<Channel>,
     session: Option<Arc<Session>>,
     reader: Option<JoinHandle<()>>,
+    /// When the current connection came up.
+    established: Option<Instant>,
+    /// The delay the next repair starts with; doubles while connections keep breaking soon
+    /// after they come up (a broker that accepts streams and ends them at once), so such a
+    /// lane backs off instead of reconnecting at the initial rate forever.
+    repair_delay: Duration,
 }
 
 impl Lane {
@@ -311,6 +320,7 @@ impl Pool {
         }
         conn.generation = generation;
         conn.channel = Some(channel);
+        conn.established = Some(Instant::now());
         if let Some((session, reader)) = stream {
             conn.session = Some(Arc::new(session));
             conn.reader = Some(tokio::spawn(watch(
@@ -343,6 +353,12 @@ impl Pool {
             conn.channel = None;
             conn.session = None;
             conn.reader = None;
+            conn.repair_delay = next_repair_delay(
+                conn.repair_delay,
+                conn.established.map(|at| at.elapsed()),
+                self.options.reconnect_initial_backoff,
+                self.options.reconnect_max_backoff,
+            );
             if lane.healthy.swap(false, Ordering::SeqCst) {
                 self.metrics.connections.decrement(1.0);
             }
@@ -415,14 +431,28 @@ async fn watch(pool: Weak<Pool>, index: usize, generation: u64, reader: AckReade
     }
 }
 
+/// The delay a lane's next repair starts with, after a connection that lived `lived`: the
+/// initial backoff after a connection that stayed up at least `max`, else double the last
+/// one (a broker that ends every stream at once gets reconnected ever more slowly).
+fn next_repair_delay(
+    last: Duration,
+    lived: Option<Duration>,
+    initial: Duration,
+    max: Duration,
+) -> Duration {
+    match lived {
+        Some(lived) if lived >= max => initial,
+        _ => last.saturating_mul(2).clamp(initial, max),
+    }
+}
+
 /// Rebuilds lane `index` until it works, the pool is shut down or dropped. Each attempt tries
 /// the next broker address, after a delay that doubles up to the configured maximum.
 async fn repair(pool: Weak<Pool>, index: usize, shutdown: CancellationToken) {
     let Some((mut delay, max_delay)) = pool.upgrade().map(|pool| {
-        (
-            pool.options.reconnect_initial_backoff,
-            pool.options.reconnect_max_backoff,
-        )
+        let initial = pool.options.reconnect_initial_backoff;
+        let first = pool.lanes[index].lock().repair_delay.max(initial);
+        (first, pool.options.reconnect_max_backoff)
     }) else {
         return;
     };
@@ -447,5 +477,27 @@ async fn repair(pool: Weak<Pool>, index: usize, shutdown: CancellationToken) {
             }
         }
         delay = delay.saturating_mul(2).min(max_delay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::next_repair_delay;
+
+    #[test]
+    fn repairs_back_off_while_connections_die_young() {
+        let (initial, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        let young = Some(Duration::from_millis(10));
+        let mut delay = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            delay = next_repair_delay(delay, young, initial, max);
+            seen.push(delay.as_millis());
+        }
+        assert_eq!(seen, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        // A connection that stayed up resets the schedule.
+        assert_eq!(next_repair_delay(delay, Some(max), initial, max), initial);
     }
 }
