@@ -168,7 +168,8 @@ pub struct BatchResult {
     pub success_count: usize,
     /// Messages that failed.
     pub failure_count: usize,
-    /// The id of every message, in order (failed ones included).
+    /// The id of every message, in order; empty for a message refused before it was given
+    /// one (bad payload or options).
     pub message_ids: Vec<String>,
     /// Each message's receipt or error, in order.
     pub results: Vec<Result<Receipt, Error>>,
