@@ -80,6 +80,29 @@ pub async fn create_stream_with_retry(
     config: stream::Config,
     timeout: Duration,
 ) -> Result<stream::Stream, TestkitError> {
+    let what = format!("creating stream {}", config.name);
+    retry_until(js, timeout, &what, is_transient_create_error, |context| {
+        let config = config.clone();
+        async move { context.create_stream(config).await }
+    })
+    .await
+}
+
+/// Runs `attempt` — given a copy of `js` whose request timeout fits the time left — until it
+/// succeeds, fails with an error `transient` calls permanent, or `timeout` passes, backing off
+/// between attempts.
+async fn retry_until<T, E, F, Fut>(
+    js: &jetstream::Context,
+    timeout: Duration,
+    what: &str,
+    transient: fn(&E) -> bool,
+    mut attempt: F,
+) -> Result<T, TestkitError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    F: FnMut(jetstream::Context) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let started = Instant::now();
     let deadline = started + timeout;
     let mut backoff = FIRST_BACKOFF;
@@ -89,31 +112,30 @@ pub async fn create_stream_with_retry(
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut context = js.clone();
         context.set_timeout(remaining.clamp(Duration::from_millis(1), ATTEMPT_TIMEOUT));
-        let error = match context.create_stream(config.clone()).await {
-            Ok(stream) => {
-                tracing::debug!(stream = %config.name, attempts, elapsed = ?started.elapsed(), "stream created");
-                return Ok(stream);
+        let error = match attempt(context).await {
+            Ok(done) => {
+                tracing::debug!(what, attempts, elapsed = ?started.elapsed(), "done");
+                return Ok(done);
             }
             Err(e) => e,
         };
-        let transient = is_transient_create_error(&error);
+        let is_transient = transient(&error);
         let now = Instant::now();
-        if !transient || now >= deadline {
-            let why = if transient {
+        if !is_transient || now >= deadline {
+            let why = if is_transient {
                 "gave up at the deadline"
             } else {
                 "permanent error"
             };
             return Err(TestkitError::nats(
                 format!(
-                    "creating stream {} ({why}; {attempts} attempts in {:?})",
-                    config.name,
+                    "{what} ({why}; {attempts} attempts in {:?})",
                     started.elapsed()
                 ),
                 error,
             ));
         }
-        tracing::debug!(stream = %config.name, attempts, error = %error, "transient stream-create failure, retrying");
+        tracing::debug!(what, attempts, %error, "transient failure, retrying");
         tokio::time::sleep(backoff.min(deadline - now)).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -148,43 +170,17 @@ pub async fn publish_with_retry(
     payload: Bytes,
     timeout: Duration,
 ) -> Result<PublishAck, TestkitError> {
-    let started = Instant::now();
-    let deadline = started + timeout;
-    let mut backoff = FIRST_BACKOFF;
-    let mut attempts = 0u32;
-    loop {
-        attempts += 1;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let mut context = js.clone();
-        context.set_timeout(remaining.clamp(Duration::from_millis(1), ATTEMPT_TIMEOUT));
+    let what = format!("publishing {message_id} to {subject}");
+    retry_until(js, timeout, &what, is_transient_publish_error, |context| {
         let publish = PublishMessage::build()
             .payload(payload.clone())
             .message_id(message_id);
-        let result = match context.send_publish(subject.to_owned(), publish).await {
-            Ok(ack) => ack.await,
-            Err(e) => Err(e),
-        };
-        let error = match result {
-            Ok(ack) => return Ok(ack),
-            Err(e) => e,
-        };
-        let transient = is_transient_publish_error(&error);
-        let now = Instant::now();
-        if !transient || now >= deadline {
-            let why = if transient {
-                "gave up at the deadline"
-            } else {
-                "permanent error"
-            };
-            return Err(TestkitError::nats(
-                format!(
-                    "publishing {message_id} to {subject} ({why}; {attempts} attempts in {:?})",
-                    started.elapsed()
-                ),
-                error,
-            ));
+        async move {
+            context
+                .send_publish(subject.to_owned(), publish)
+                .await?
+                .await
         }
-        tokio::time::sleep(backoff.min(deadline - now)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
+    })
+    .await
 }
