@@ -129,6 +129,20 @@ impl BrokerMetrics {
         .increment(1);
     }
 
+    /// Counts one answered unary request by its status code, and wraps a success in a
+    /// response.
+    pub(crate) fn answered<T>(
+        &self,
+        rpc: &'static str,
+        result: Result<T, tonic::Status>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        let code = result
+            .as_ref()
+            .map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
+        self.request(rpc, code);
+        result.map(tonic::Response::new)
+    }
+
     /// Counts one answered publish and records its latency.
     pub(crate) fn publish(&self, rpc: &'static str, tier: &str, result: &str, elapsed: Duration) {
         self.counter(

@@ -43,16 +43,6 @@ impl BrokerServiceImpl {
             batch_window,
         }
     }
-
-    fn answered<T>(
-        &self,
-        rpc: &'static str,
-        result: Result<T, Status>,
-    ) -> Result<Response<T>, Status> {
-        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.core.metrics().request(rpc, code);
-        result.map(Response::new)
-    }
 }
 
 /// The outcome of one publish, whichever RPC carried it.
@@ -182,7 +172,7 @@ impl BrokerService for BrokerServiceImpl {
             Ok(_) => Ok(Outcome::into_response(outcome)),
             Err(failure) => Err(failure.to_status()),
         };
-        self.answered("Publish", result)
+        self.core.metrics().answered("Publish", result)
     }
 
     async fn batch_publish(
@@ -222,7 +212,7 @@ impl BrokerService for BrokerServiceImpl {
             success_count: i32::try_from(success_count).unwrap_or(i32::MAX),
             failure_count: i32::try_from(failure_count).unwrap_or(i32::MAX),
         };
-        self.answered("BatchPublish", Ok(response))
+        self.core.metrics().answered("BatchPublish", Ok(response))
     }
 
     type StreamPublishStream = stream_publish::AckStream;
@@ -248,7 +238,7 @@ impl BrokerService for BrokerServiceImpl {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        self.answered(
+        self.core.metrics().answered(
             "Subscribe",
             self.consumers.subscribe(request.into_inner()).await,
         )
@@ -259,28 +249,32 @@ impl BrokerService for BrokerServiceImpl {
         request: Request<pb::ConsumerGroupRequest>,
     ) -> Result<Response<pb::ConsumerGroup>, Status> {
         let result = self.consumers.create_group(request.into_inner()).await;
-        self.answered("CreateConsumerGroup", result)
+        self.core.metrics().answered("CreateConsumerGroup", result)
     }
 
     async fn ack(
         &self,
         request: Request<pb::AckRequest>,
     ) -> Result<Response<pb::AckResponse>, Status> {
-        self.answered("Ack", self.consumers.ack(request.into_inner()).await)
+        self.core
+            .metrics()
+            .answered("Ack", self.consumers.ack(request.into_inner()).await)
     }
 
     async fn nack(
         &self,
         request: Request<pb::NackRequest>,
     ) -> Result<Response<pb::AckResponse>, Status> {
-        self.answered("Nack", self.consumers.nack(request.into_inner()).await)
+        self.core
+            .metrics()
+            .answered("Nack", self.consumers.nack(request.into_inner()).await)
     }
 
     async fn in_progress(
         &self,
         request: Request<pb::AckRequest>,
     ) -> Result<Response<pb::AckResponse>, Status> {
-        self.answered(
+        self.core.metrics().answered(
             "InProgress",
             self.consumers.in_progress(request.into_inner()).await,
         )
@@ -290,6 +284,8 @@ impl BrokerService for BrokerServiceImpl {
         &self,
         request: Request<pb::AckRequest>,
     ) -> Result<Response<pb::AckResponse>, Status> {
-        self.answered("Term", self.consumers.term(request.into_inner()).await)
+        self.core
+            .metrics()
+            .answered("Term", self.consumers.term(request.into_inner()).await)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use lax_core::{Limits, validate::validate_filter_subject};
 use lax_proto::broker::v1::{self as pb, stream_manager_server::StreamManager};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::{
     error::status_for_api,
@@ -35,16 +35,6 @@ impl StreamManagerImpl {
 
     fn replicated_replicas(&self) -> usize {
         self.router.replicated_replicas()
-    }
-
-    fn answered<T>(
-        &self,
-        rpc: &'static str,
-        result: Result<T, Status>,
-    ) -> Result<Response<T>, Status> {
-        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.metrics.request(rpc, code);
-        result.map(Response::new)
     }
 
     async fn create(&self, request: pb::CreateStreamRequest) -> Result<pb::Stream, Status> {
@@ -202,34 +192,39 @@ impl StreamManager for StreamManagerImpl {
         &self,
         request: Request<pb::CreateStreamRequest>,
     ) -> Result<Response<pb::Stream>, Status> {
-        self.answered("CreateStream", self.create(request.into_inner()).await)
+        self.metrics
+            .answered("CreateStream", self.create(request.into_inner()).await)
     }
 
     async fn get_stream_info(
         &self,
         request: Request<pb::GetStreamInfoRequest>,
     ) -> Result<Response<pb::StreamInfo>, Status> {
-        self.answered("GetStreamInfo", self.info(request.into_inner()).await)
+        self.metrics
+            .answered("GetStreamInfo", self.info(request.into_inner()).await)
     }
 
     async fn update_stream(
         &self,
         request: Request<pb::UpdateStreamRequest>,
     ) -> Result<Response<pb::Stream>, Status> {
-        self.answered("UpdateStream", self.update(request.into_inner()).await)
+        self.metrics
+            .answered("UpdateStream", self.update(request.into_inner()).await)
     }
 
     async fn delete_stream(
         &self,
         request: Request<pb::DeleteStreamRequest>,
     ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
-        self.answered("DeleteStream", self.delete(request.into_inner()).await)
+        self.metrics
+            .answered("DeleteStream", self.delete(request.into_inner()).await)
     }
 
     async fn list_streams(
         &self,
         request: Request<pb::ListStreamsRequest>,
     ) -> Result<Response<pb::ListStreamsResponse>, Status> {
-        self.answered("ListStreams", self.list(request.into_inner()).await)
+        self.metrics
+            .answered("ListStreams", self.list(request.into_inner()).await)
     }
 }
