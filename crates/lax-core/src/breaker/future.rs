@@ -79,12 +79,8 @@ where
                 admission,
             } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
-                let verdict = match &result {
-                    Ok(_) => Verdict::Healthy,
-                    Err(e) => Verdict::of_error(e.as_ref()),
-                };
                 if let Some(admission) = admission.take() {
-                    shared.settle(admission, verdict);
+                    shared.settle(admission, Verdict::of_result(&result));
                 }
                 Poll::Ready(result)
             }

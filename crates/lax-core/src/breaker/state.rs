@@ -115,9 +115,17 @@ pub(crate) enum Verdict {
 }
 
 impl Verdict {
+    /// What an answer says of the path's health.
+    pub(crate) fn of_result<T>(result: &Result<T, crate::error::BoxError>) -> Self {
+        match result {
+            Ok(_) => Verdict::Healthy,
+            Err(e) => Verdict::of_error(e.as_ref()),
+        }
+    }
+
     /// Failed when the error [trips the breaker](Error::trips_breaker); healthy when the
     /// server answered with a refusal or "full"; otherwise neutral.
-    pub(crate) fn of_error(error: &(dyn std::error::Error + 'static)) -> Self {
+    fn of_error(error: &(dyn std::error::Error + 'static)) -> Self {
         let (kind, _) = Error::classify(error);
         if Error::new(kind, "").trips_breaker() {
             Verdict::Failed
@@ -201,10 +209,15 @@ impl Shared {
     }
 
     /// Decides whether a request may pass.
+    #[inline]
     pub(crate) fn admit(self: &Arc<Self>) -> Admission {
         if self.state.load(Ordering::Acquire) == CLOSED {
             return Admission::Closed;
         }
+        self.admit_when_not_closed()
+    }
+
+    fn admit_when_not_closed(self: &Arc<Self>) -> Admission {
         let mut cold = self.cold();
         match self.state.load(Ordering::Acquire) {
             CLOSED => Admission::Closed,
@@ -237,6 +250,7 @@ impl Shared {
     }
 
     /// Records how a request admitted as `admission` ended.
+    #[inline]
     pub(crate) fn settle(&self, admission: Admission, verdict: Verdict) {
         match admission {
             Admission::Closed => self.settle_closed(verdict),
@@ -251,6 +265,7 @@ impl Shared {
         }
     }
 
+    #[inline]
     fn settle_closed(&self, verdict: Verdict) {
         match verdict {
             Verdict::Healthy => {
@@ -331,6 +346,10 @@ pub struct BreakerHandle {
 impl BreakerHandle {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         BreakerHandle { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The current state. An open breaker reports [`BreakerState::Open`] until a request

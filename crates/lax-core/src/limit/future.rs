@@ -6,11 +6,9 @@ use std::{
     task::{Context, Poll},
 };
 
-use pin_project_lite::pin_project;
-use tokio::sync::OwnedSemaphorePermit;
-
-use super::error::Overloaded;
+use super::{Slot, error::Overloaded};
 use crate::error::{BoxError, Error};
+use pin_project_lite::pin_project;
 
 pin_project! {
     /// The inner answer, holding an in-flight slot until it completes; or a refusal.
@@ -29,7 +27,7 @@ pin_project! {
             #[pin]
             future: F,
             // Released when the answer arrives or the future is dropped.
-            permit: Option<OwnedSemaphorePermit>,
+            slot: Option<Slot>,
         },
         Refused { max: usize },
         NotReady,
@@ -37,11 +35,11 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn called(future: F, permit: OwnedSemaphorePermit) -> Self {
+    pub(super) fn called(future: F, slot: Slot) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
-                permit: Some(permit),
+                slot: Some(slot),
             },
         }
     }
@@ -68,9 +66,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { future, permit } => {
+            KindProj::Called { future, slot } => {
                 let result = std::task::ready!(future.poll(cx));
-                permit.take();
+                slot.take();
                 Poll::Ready(result.map_err(Into::into))
             }
             KindProj::Refused { max } => Poll::Ready(Err(Overloaded::new(*max).into())),

@@ -1,16 +1,14 @@
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tower::Layer;
 
-use super::{ConcurrencyLimit, LimitConfig, LimitMode, check_max};
+use super::{ConcurrencyLimit, InFlight, LimitConfig, LimitMode};
 use crate::error::Error;
 
 /// Applies [`ConcurrencyLimit`]. Every service this layer makes shares one cap.
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimitLayer {
-    semaphore: Arc<Semaphore>,
-    max: usize,
+    slots: Arc<InFlight>,
     mode: LimitMode,
 }
 
@@ -19,8 +17,7 @@ impl ConcurrencyLimitLayer {
     /// configuration error.
     pub fn new(max: usize, mode: LimitMode) -> Result<Self, Error> {
         Ok(ConcurrencyLimitLayer {
-            semaphore: Arc::new(Semaphore::new(check_max(max)?)),
-            max,
+            slots: Arc::new(InFlight::new(max)?),
             mode,
         })
     }
@@ -35,6 +32,6 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
     type Service = ConcurrencyLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ConcurrencyLimit::with_semaphore(inner, Arc::clone(&self.semaphore), self.max, self.mode)
+        ConcurrencyLimit::with_slots(inner, Arc::clone(&self.slots), self.mode)
     }
 }

@@ -23,40 +23,40 @@
 pub mod error;
 pub mod future;
 mod layer;
+mod slots;
 
 use std::{
     sync::Arc,
     task::{Context, Poll, ready},
 };
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
-use tokio_util::sync::PollSemaphore;
 use tower::Service;
 
 pub use self::layer::ConcurrencyLimitLayer;
+pub(crate) use self::slots::{InFlight, SlotWaiter};
 use crate::error::{BoxError, Error};
 
 /// What [`ConcurrencyLimit`] does when the cap is reached.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LimitMode {
-    /// Not ready until a slot frees up (back-pressure).
+    /// Wait (in `poll_ready`) until a slot frees: back-pressure.
     #[default]
     Wait,
-    /// Ready at once, and the request fails with [`Overloaded`](error::Overloaded).
+    /// Refuse the request at once with [`Overloaded`](error::Overloaded).
     FailFast,
 }
 
-/// The in-flight cap of a stack.
+/// The in-flight cap's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitConfig {
-    /// Publishes in flight at most (≥ 1).
+    /// Publishes allowed in flight at once.
     pub max_in_flight: usize,
     /// What happens at the cap.
     pub mode: LimitMode,
 }
 
 impl LimitConfig {
-    /// The contract's `max_concurrent_publishes`: 1000.
+    /// The contract's `max_concurrent_requests`: 1000.
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
 }
 
@@ -69,67 +69,64 @@ impl Default for LimitConfig {
     }
 }
 
-/// How this clone gets its slots.
-#[derive(Debug)]
-enum Slots {
-    Wait(PollSemaphore),
-    FailFast(Arc<Semaphore>),
-}
-
-/// What the last `poll_ready` secured for the next `call`.
+/// What `poll_ready` secured for the next `call`.
 #[derive(Debug)]
 enum Reserved {
     Nothing,
-    Slot(OwnedSemaphorePermit),
+    Slot(Slot),
+    /// Fail-fast mode found no free slot: the call fails without touching the inner service.
     Refused,
 }
 
-/// Caps the requests in flight at `max`; see the [module docs](self).
+/// A taken slot, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<InFlight>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.give_back();
+    }
+}
+
+/// Caps the requests in flight through it; see the [module docs](self).
 #[derive(Debug)]
 pub struct ConcurrencyLimit<S> {
     inner: S,
-    slots: Slots,
-    max: usize,
+    slots: Arc<InFlight>,
+    mode: LimitMode,
     reserved: Reserved,
+    waiter: SlotWaiter,
 }
 
 impl<S> ConcurrencyLimit<S> {
-    /// Caps `inner` at `max` requests in flight. A cap of 0 is a configuration error.
+    /// At most `max` requests in flight through `inner` and its clones. A cap of 0 is a
+    /// configuration error.
     pub fn new(inner: S, max: usize, mode: LimitMode) -> Result<Self, Error> {
-        let semaphore = Arc::new(Semaphore::new(check_max(max)?));
-        Ok(ConcurrencyLimit::with_semaphore(
-            inner, semaphore, max, mode,
+        Ok(ConcurrencyLimit::with_slots(
+            inner,
+            Arc::new(InFlight::new(max)?),
+            mode,
         ))
     }
 
-    fn with_semaphore(inner: S, semaphore: Arc<Semaphore>, max: usize, mode: LimitMode) -> Self {
-        let slots = match mode {
-            LimitMode::Wait => Slots::Wait(PollSemaphore::new(semaphore)),
-            LimitMode::FailFast => Slots::FailFast(semaphore),
-        };
+    fn with_slots(inner: S, slots: Arc<InFlight>, mode: LimitMode) -> Self {
         ConcurrencyLimit {
             inner,
             slots,
-            max,
+            mode,
             reserved: Reserved::Nothing,
+            waiter: None,
         }
     }
 
     /// The cap.
     pub fn max(&self) -> usize {
-        self.max
+        self.slots.max()
     }
 
-    /// Free slots right now.
+    /// Slots free right now, over all clones.
     pub fn available(&self) -> usize {
-        self.semaphore().available_permits()
-    }
-
-    fn semaphore(&self) -> &Semaphore {
-        match &self.slots {
-            Slots::Wait(poll) => poll.as_ref(),
-            Slots::FailFast(semaphore) => semaphore,
-        }
+        self.slots.available()
     }
 
     /// The inner service.
@@ -148,29 +145,10 @@ impl<S> ConcurrencyLimit<S> {
     }
 }
 
-fn check_max(max: usize) -> Result<usize, Error> {
-    if max == 0 || max > Semaphore::MAX_PERMITS {
-        return Err(Error::config(format!(
-            "the in-flight limit must be between 1 and {}, got {max}",
-            Semaphore::MAX_PERMITS
-        )));
-    }
-    Ok(max)
-}
-
 impl<S: Clone> Clone for ConcurrencyLimit<S> {
-    /// A clone shares the cap but not the slot this one may hold for its next call.
+    /// A clone shares the cap but not a slot this one holds.
     fn clone(&self) -> Self {
-        let slots = match &self.slots {
-            Slots::Wait(poll) => Slots::Wait(poll.clone()),
-            Slots::FailFast(semaphore) => Slots::FailFast(Arc::clone(semaphore)),
-        };
-        ConcurrencyLimit {
-            inner: self.inner.clone(),
-            slots,
-            max: self.max,
-            reserved: Reserved::Nothing,
-        }
+        ConcurrencyLimit::with_slots(self.inner.clone(), Arc::clone(&self.slots), self.mode)
     }
 }
 
@@ -185,23 +163,18 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if matches!(self.reserved, Reserved::Nothing) {
-            self.reserved = match &mut self.slots {
-                Slots::Wait(poll) => match ready!(poll.poll_acquire(cx)) {
-                    Some(permit) => Reserved::Slot(permit),
-                    // Only a closed semaphore yields no permit, and nothing closes ours.
-                    None => return Poll::Ready(Err(Error::closed().into())),
-                },
-                Slots::FailFast(semaphore) => match Arc::clone(semaphore).try_acquire_owned() {
-                    Ok(permit) => Reserved::Slot(permit),
-                    Err(TryAcquireError::NoPermits) => Reserved::Refused,
-                    Err(TryAcquireError::Closed) => {
-                        return Poll::Ready(Err(Error::closed().into()));
-                    }
-                },
+            self.reserved = match self.mode {
+                LimitMode::Wait => {
+                    ready!(self.slots.poll_take(&mut self.waiter, cx));
+                    Reserved::Slot(Slot(Arc::clone(&self.slots)))
+                }
+                LimitMode::FailFast if self.slots.try_take() => {
+                    Reserved::Slot(Slot(Arc::clone(&self.slots)))
+                }
+                LimitMode::FailFast => Reserved::Refused,
             };
         }
         match self.reserved {
-            // Refused: ready to fail the call, without asking the inner service.
             Reserved::Refused => Poll::Ready(Ok(())),
             _ => self.inner.poll_ready(cx).map_err(Into::into),
         }
@@ -209,10 +182,8 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         match std::mem::replace(&mut self.reserved, Reserved::Nothing) {
-            Reserved::Slot(permit) => {
-                future::ResponseFuture::called(self.inner.call(request), permit)
-            }
-            Reserved::Refused => future::ResponseFuture::refused(self.max),
+            Reserved::Slot(slot) => future::ResponseFuture::called(self.inner.call(request), slot),
+            Reserved::Refused => future::ResponseFuture::refused(self.slots.max()),
             Reserved::Nothing => future::ResponseFuture::not_ready(),
         }
     }

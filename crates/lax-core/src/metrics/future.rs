@@ -9,11 +9,8 @@ use std::{
 
 use pin_project_lite::pin_project;
 
-use super::Handles;
-use crate::{
-    error::{BoxError, Error},
-    message::{Receipt, Route, Tier},
-};
+use super::{Handles, Measurement};
+use crate::{error::BoxError, message::Receipt};
 
 pin_project! {
     /// The inner answer, recorded when it arrives.
@@ -22,26 +19,16 @@ pin_project! {
         #[pin]
         inner: F,
         handles: Arc<Handles>,
-        tier: Tier,
-        default_route: Route,
-        started: u64,
+        measurement: Measurement,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(
-        inner: F,
-        handles: Arc<Handles>,
-        tier: Tier,
-        default_route: Route,
-        started: u64,
-    ) -> Self {
+    pub(super) fn new(inner: F, handles: Arc<Handles>, measurement: Measurement) -> Self {
         ResponseFuture {
             inner,
             handles,
-            tier,
-            default_route,
-            started,
+            measurement,
         }
     }
 }
@@ -56,17 +43,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx)).map_err(Into::into);
-        match &result {
-            Ok(receipt) => this
-                .handles
-                .record(*this.tier, receipt.route, *this.started, None),
-            Err(e) => this.handles.record(
-                *this.tier,
-                *this.default_route,
-                *this.started,
-                Some(Error::classify(e.as_ref()).0),
-            ),
-        }
+        this.handles.finish(*this.measurement, &result);
         Poll::Ready(result)
     }
 }

@@ -46,7 +46,7 @@ use tower::Service;
 
 pub use self::layer::MetricsLayer;
 use crate::{
-    error::{BoxError, ErrorKind},
+    error::{BoxError, Error, ErrorKind},
     message::{PublishRequest, Receipt, Route, Tier},
 };
 
@@ -110,24 +110,46 @@ impl Handles {
         }
     }
 
-    fn start(&self) -> u64 {
-        self.clock.raw()
+    /// Starts measuring the publish of `request`.
+    #[inline]
+    pub(crate) fn start(&self, request: &PublishRequest) -> Measurement {
+        Measurement {
+            tier: request.options.tier,
+            default_route: request.default_route(),
+            started: self.clock.raw(),
+        }
     }
 
-    fn record(&self, tier: Tier, route: Route, started: u64, error: Option<ErrorKind>) {
-        let tier = tier.index();
-        let route = route.index();
-        match error {
-            None => self.published[tier][SUCCESS].increment(1),
-            Some(kind) => {
+    /// Records a finished publish: under the route its receipt reports, or for an error under
+    /// the route the LAX table gives its request.
+    #[inline]
+    pub(crate) fn finish(&self, measurement: Measurement, result: &Result<Receipt, BoxError>) {
+        let tier = measurement.tier.index();
+        let route = match result {
+            Ok(receipt) => {
+                self.published[tier][SUCCESS].increment(1);
+                receipt.route.index()
+            }
+            Err(e) => {
+                let kind = Error::classify(e.as_ref()).0;
                 self.published[tier][ERROR].increment(1);
                 self.errors[tier][kind.index()].increment(1);
+                measurement.default_route.index()
             }
-        }
-        let latency = self.clock.delta(started, self.clock.raw());
+        };
+        let latency = self.clock.delta(measurement.started, self.clock.raw());
         self.latency[tier][route].record(latency.as_secs_f64());
         self.by_route[route].increment(1);
     }
+}
+
+/// A publish being measured: what [`Handles::finish`] needs besides the outcome.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Measurement {
+    tier: Tier,
+    /// The route the LAX table gives the request: the `route` of the metric when it fails.
+    pub(crate) default_route: Route,
+    started: u64,
 }
 
 /// Records every publish through it; see the [module docs](self).
@@ -179,18 +201,16 @@ where
     }
 
     fn call(&mut self, request: PublishRequest) -> Self::Future {
-        let tier = request.options.tier;
-        let route = request.default_route();
-        let started = self.handles.start();
+        let measurement = self.handles.start(&request);
         future::ResponseFuture::new(
             self.inner.call(request),
             Arc::clone(&self.handles),
-            tier,
-            route,
-            started,
+            measurement,
         )
     }
 }
 
+#[cfg(test)]
+pub(crate) mod recorded;
 #[cfg(test)]
 mod tests;

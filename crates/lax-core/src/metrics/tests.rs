@@ -1,75 +1,15 @@
 use std::{sync::Arc, time::Duration};
 
-use metrics_util::{
-    CompositeKey, MetricKind,
-    debugging::{DebugValue, DebuggingRecorder, Snapshotter},
-};
+use metrics_util::debugging::DebuggingRecorder;
 use tokio_test::assert_ready_ok;
 use tower::Layer;
 use tower_test::mock;
 
-use super::MetricsLayer;
+use super::{MetricsLayer, recorded::Recorded};
 use crate::{
     error::Error,
     message::{PublishRequest, Receipt, Route, Tier},
 };
-
-struct Recorded(Vec<(CompositeKey, DebugValue)>);
-
-impl Recorded {
-    fn take(snapshotter: &Snapshotter) -> Self {
-        Recorded(
-            snapshotter
-                .snapshot()
-                .into_vec()
-                .into_iter()
-                .map(|(key, _, _, value)| (key, value))
-                .collect(),
-        )
-    }
-
-    fn find(&self, kind: MetricKind, name: &str, labels: &[(&str, &str)]) -> &DebugValue {
-        self.0
-            .iter()
-            .find(|(key, _)| {
-                key.kind() == kind
-                    && key.key().name() == name
-                    && key.key().labels().count() == labels.len()
-                    && labels.iter().all(|(k, v)| {
-                        key.key()
-                            .labels()
-                            .any(|label| label.key() == *k && label.value() == *v)
-                    })
-            })
-            .map(|(_, value)| value)
-            .unwrap_or_else(|| panic!("no {name} {labels:?}"))
-    }
-
-    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        match self.find(MetricKind::Counter, name, labels) {
-            DebugValue::Counter(n) => *n,
-            other => panic!("{name} is {other:?}"),
-        }
-    }
-
-    fn samples(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
-        match self.find(MetricKind::Histogram, name, labels) {
-            DebugValue::Histogram(samples) => samples.iter().map(|s| s.0).collect(),
-            other => panic!("{name} is {other:?}"),
-        }
-    }
-
-    fn total(&self) -> u64 {
-        self.0
-            .iter()
-            .map(|(_, value)| match value {
-                DebugValue::Counter(n) => *n,
-                DebugValue::Histogram(samples) => samples.len() as u64,
-                DebugValue::Gauge(_) => 0,
-            })
-            .sum()
-    }
-}
 
 type Spawned = mock::Spawn<super::Metrics<mock::Mock<PublishRequest, Receipt>>>;
 

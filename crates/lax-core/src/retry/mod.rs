@@ -52,10 +52,7 @@ use tower::Service;
 
 pub use self::layer::RetryLayer;
 pub use self::policy::{ClassifyError, RetryPolicy, RetryRequest};
-use crate::{
-    error::{BoxError, Error},
-    timeout::future::Deadline,
-};
+use crate::error::{BoxError, Error};
 
 /// The backoff schedule and limits of [`Retry`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -195,8 +192,7 @@ where
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         let attempts = tower::retry::Retry::new(policy, ready).call(request);
-        let deadline = deadline.map_or(Deadline::Never, Deadline::At);
-        crate::timeout::future::ResponseFuture::new(attempts, deadline, budget)
+        crate::timeout::future::ResponseFuture::until(attempts, deadline, budget)
     }
 }
 

@@ -47,7 +47,7 @@ pub mod future;
 
 use std::task::{Context, Poll, Waker};
 
-use tower::{Service, ServiceExt, buffer::Buffer};
+use tower::{Service, ServiceExt, buffer::Buffer, util::Oneshot};
 
 use crate::{
     error::{BoxError, Error},
@@ -200,27 +200,49 @@ where
 }
 
 impl<D, B, P> Route<D, B, P> {
-    /// The direct path is nearly always ready at once, so it is asked right here, without a
-    /// waker to register, and called in place when it is: no clone, and a response future no
-    /// bigger than the path's own.
+    /// The direct path is nearly always ready at once, so it is asked right here and called
+    /// in place: no clone, and a response future no bigger than the path's own.
     fn call_direct<Req>(&mut self, request: Req) -> future::ResponseFuture<D, B, Req>
     where
         D: Service<Req> + Clone,
         D::Error: Into<BoxError>,
         B: Service<Req>,
     {
-        let mut probe = Context::from_waker(Waker::noop());
-        match self.direct.poll_ready(&mut probe) {
-            Poll::Ready(Ok(())) => future::ResponseFuture::direct(self.direct.call(request)),
-            Poll::Ready(Err(e)) => future::ResponseFuture::failed(e.into()),
-            Poll::Pending => {
-                // This instance is now waiting (perhaps holding a place in a queue): it moves
-                // into the response future, which polls it again with the caller's waker, and
-                // the route keeps a fresh clone for the next request.
-                let fresh = self.direct.clone();
-                let waiting = std::mem::replace(&mut self.direct, fresh);
-                future::ResponseFuture::direct_waiting(waiting.oneshot(request))
-            }
+        match call_when_ready(&mut self.direct, request) {
+            Called::Now(future) => future::ResponseFuture::direct(future),
+            Called::Waiting(oneshot) => future::ResponseFuture::direct_waiting(oneshot),
+            Called::Failed(e) => future::ResponseFuture::failed(e.into()),
+        }
+    }
+}
+
+/// What [`call_when_ready`] did with a request.
+pub(crate) enum Called<S: Service<Req>, Req> {
+    /// The service was ready and has been called.
+    Now(S::Future),
+    /// The service was not ready: this instance of it waits, then is called.
+    Waiting(Oneshot<S, Req>),
+    /// The service failed its readiness check.
+    Failed(S::Error),
+}
+
+/// Calls `service` at once if it is ready, without waiting for it if it is not.
+///
+/// A service that is not ready now (perhaps holding a place in a queue) moves into the
+/// returned [`Oneshot`], to be polled again with the caller's waker, and a fresh clone takes
+/// its place for the next request. So one slow request never holds back the next.
+#[inline]
+pub(crate) fn call_when_ready<S, Req>(service: &mut S, request: Req) -> Called<S, Req>
+where
+    S: Service<Req> + Clone,
+{
+    let mut probe = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut probe) {
+        Poll::Ready(Ok(())) => Called::Now(service.call(request)),
+        Poll::Ready(Err(e)) => Called::Failed(e),
+        Poll::Pending => {
+            let fresh = service.clone();
+            Called::Waiting(std::mem::replace(service, fresh).oneshot(request))
         }
     }
 }

@@ -13,41 +13,40 @@ use tokio::time::{Instant, Sleep};
 use super::error::Elapsed;
 use crate::error::BoxError;
 
-/// When the time runs out.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Deadline {
-    /// Never.
-    Never,
-    /// At this instant.
-    At(Instant),
-    /// `after` from the first poll that finds the inner future pending. Reading the clock only
-    /// then keeps an answer that is ready at once (a direct publish, typically) off the clock
-    /// and the timer; the work done before that first poll is not counted.
-    FromFirstWait,
-}
-
 pin_project! {
-    /// The answer of the inner service, or [`Elapsed`] once the deadline passes.
+    /// The answer of the inner service, or [`Elapsed`] once the time runs out.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        deadline: Deadline,
         // Boxed, and only once the inner future has to wait: a timer entry is large, and moving
         // it through every layer's future would cost more than the allocation on the slow path.
         sleep: Option<Pin<Box<Sleep>>>,
-        after: Duration,
+        // `None`: no limit.
+        after: Option<Duration>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    /// `inner`, failing with [`Elapsed`] (reporting `after`) at `deadline`.
-    pub(crate) fn new(inner: F, deadline: Deadline, after: Duration) -> Self {
+    /// `inner`, failing with [`Elapsed`] `after` from the first poll that finds it pending.
+    /// Reading the clock only then keeps an answer that is ready at once (a direct publish,
+    /// typically) off the clock and the timer; the work done before that first poll is not
+    /// counted.
+    pub(crate) fn after_first_wait(inner: F, after: Duration) -> Self {
         ResponseFuture {
             inner,
-            deadline,
             sleep: None,
-            after,
+            after: Some(after),
+        }
+    }
+
+    /// `inner`, failing with [`Elapsed`] (reporting `budget`) at `deadline`; never without
+    /// one.
+    pub(crate) fn until(inner: F, deadline: Option<Instant>, budget: Duration) -> Self {
+        ResponseFuture {
+            inner,
+            sleep: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            after: deadline.map(|_| budget),
         }
     }
 }
@@ -59,22 +58,19 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        if this.sleep.is_none() {
-            let wake = match *this.deadline {
-                Deadline::Never => return Poll::Pending,
-                Deadline::At(at) => at,
-                Deadline::FromFirstWait => Instant::now() + *this.after,
-            };
-            *this.sleep = Some(Box::pin(tokio::time::sleep_until(wake)));
-        }
-        if let Some(sleep) = this.sleep {
-            ready!(sleep.as_mut().poll(cx));
-        }
-        Poll::Ready(Err(Elapsed::new(*this.after).into()))
+        let Some(after) = *this.after else {
+            return Poll::Pending;
+        };
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + after)));
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Err(Elapsed::new(after).into()))
     }
 }

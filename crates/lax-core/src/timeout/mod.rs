@@ -103,11 +103,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let after = request.timeout().unwrap_or(self.default);
-        future::ResponseFuture::new(
-            self.inner.call(request),
-            future::Deadline::FromFirstWait,
-            after,
-        )
+        future::ResponseFuture::after_first_wait(self.inner.call(request), after)
     }
 }
 
