@@ -24,7 +24,8 @@
 //!
 //! [`stack::StackBuilder`] compiles a [`stack::StackConfig`] (the wire contract's defaults)
 //! into metrics → in-flight cap → route → (direct: breaker → timeout | broker: retry →
-//! breaker → timeout), over a direct and a broker service:
+//! breaker → timeout), over a direct and a broker service. Its direct path runs these parts
+//! in one service and one future, so it stays nearly free (see [`stack`]):
 //!
 //! ```
 //! use lax_core::{Publisher, PublishRequest, PublisherService, Route, ServicePublisher, Tier};

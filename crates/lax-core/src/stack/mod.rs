@@ -23,11 +23,11 @@
 //! breaker and timeout — is one service with one response future. It runs the same parts as
 //! the [`metrics`](crate::metrics), [`limit`](crate::limit), [`route`](crate::route),
 //! [`breaker`](crate::breaker) and [`timeout`](crate::timeout) layers, but a direct publish
-//! pays for one shared `Arc` and one future instead of five nested ones: stacked as layers
-//! they added about twice the target of 150 ns per publish over the transport, and most of
-//! that went to moving each layer's future into the next
-//! (`cargo bench -p lax-core --bench stack` prints the figure). An integrator who wants a
-//! different order stacks the layers themselves.
+//! pays for one shared `Arc` and one future instead of five nested ones. Over a no-op
+//! transport, stacked as layers, those parts added about 250 ns per direct publish; fused,
+//! about 135 ns, of which the Prometheus recorder's own work is about 50 ns and the two clock
+//! reads of the latency about 25 ns (`cargo bench -p lax-core --bench stack`). An
+//! integrator who wants a different order stacks the layers themselves.
 //!
 //! The transports at the bottom must be cheap to clone, with clones that become ready on
 //! their own ([`PublisherService`](crate::PublisherService), a tonic channel, or anything
