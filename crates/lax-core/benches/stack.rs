@@ -52,7 +52,9 @@ impl Publisher for Noop {
 /// during the run and the figures would measure that instead.
 fn install_prometheus_recorder() {
     let recorder = PrometheusBuilder::new()
-        .set_buckets(&[0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.1, 1.0, 10.0])
+        .set_buckets(&[
+            0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.1, 1.0, 10.0,
+        ])
         .expect("non-empty buckets")
         .build_recorder();
     let handle = recorder.handle();
@@ -109,6 +111,23 @@ fn summary(candidates: &mut [Candidate<'_>], rounds: usize, iters: u64) {
     }
 }
 
+/// A candidate timing `service` on clones of `request`.
+fn candidate<'a, S>(
+    runtime: &'a tokio::runtime::Runtime,
+    name: &'static str,
+    mut service: S,
+    request: &'a PublishRequest,
+) -> Candidate<'a>
+where
+    S: Service<PublishRequest, Response = Receipt> + 'a,
+    S::Error: std::fmt::Debug,
+{
+    (
+        name,
+        Box::new(move |iters| run(runtime, &mut service, request, iters)),
+    )
+}
+
 fn stack(c: &mut Criterion) {
     install_prometheus_recorder();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -117,117 +136,88 @@ fn stack(c: &mut Criterion) {
         .unwrap();
     let direct = PublishRequest::new("bench.direct", "payload");
     let broker = PublishRequest::new("bench.broker", "payload").with_tier(Tier::Persistent);
-
-    let mut group = c.benchmark_group("publish");
-    let mut bare = PublisherService::new(Noop);
-    group.bench_function("bare", |b| {
-        b.iter_custom(|iters| run(&runtime, &mut bare, &direct, iters))
-    });
-    let mut stack = {
-        let _guard = runtime.enter();
-        StackBuilder::new(StackConfig::default())
-            .build(PublisherService::new(Noop), PublisherService::new(Noop))
-            .unwrap()
-    };
-    group.bench_function("stack/direct", |b| {
-        b.iter_custom(|iters| run(&runtime, &mut stack, &direct, iters))
-    });
-    group.bench_function("stack/broker", |b| {
-        b.iter_custom(|iters| run(&runtime, &mut stack, &broker, iters))
-    });
-    group.finish();
-
-    // Each layer alone over the no-op publisher, to see where the stack's cost goes.
-    let mut layers = c.benchmark_group("layer");
     let noop = || PublisherService::new(Noop);
-    let mut metrics = MetricsLayer::default().layer(noop());
-    layers.bench_function("metrics", |b| {
-        b.iter_custom(|iters| run(&runtime, &mut metrics, &direct, iters))
-    });
-    let mut limit = ConcurrencyLimitLayer::new(1000, LimitMode::Wait)
-        .unwrap()
-        .layer(noop());
-    layers.bench_function("limit", |b| {
-        b.iter_custom(|iters| run(&runtime, &mut limit, &direct, iters))
-    });
-    let mut breaker = CircuitBreakerLayer::new("direct", BreakerConfig::default())
-        .unwrap()
-        .layer(noop());
-    layers.bench_function("breaker", |b| {
-        b.iter_custom(|iters| run(&runtime, &mut breaker, &direct, iters))
-    });
-    let mut timeout = TimeoutLayer::new(Duration::from_secs(5)).layer(noop());
-    layers.bench_function("timeout", |b| {
-        b.iter_custom(|iters| run(&runtime, &mut timeout, &direct, iters))
-    });
-    let mut route = Route::new(noop(), noop());
-    layers.bench_function("route", |b| {
-        b.iter_custom(|iters| run(&runtime, &mut route, &direct, iters))
-    });
-    layers.finish();
-
-    // Where the default stack's cost goes: the same stack without each optional part, and
-    // with metrics going to a recorder that does nothing.
-    let build = |config: StackConfig| {
+    let stack = |config: StackConfig| {
         let _guard = runtime.enter();
         StackBuilder::new(config)
             .build(noop(), noop())
             .expect("a valid stack config")
     };
-    let mut no_cap = build(StackConfig {
-        limit: None,
-        ..StackConfig::default()
-    });
-    let mut no_breaker = build(StackConfig {
-        breaker: None,
-        ..StackConfig::default()
-    });
-    let mut noop_recorder =
-        metrics::with_local_recorder(&metrics::NoopRecorder, || build(StackConfig::default()));
-    let mut stack_for_broker = stack.clone();
-    let mut candidates: Vec<Candidate<'_>> = vec![
-        ("bare", Box::new(|n| run(&runtime, &mut bare, &direct, n))),
-        (
-            "stack/direct",
-            Box::new(|n| run(&runtime, &mut stack, &direct, n)),
-        ),
-        (
+    let without = |strip: fn(&mut StackConfig)| {
+        let mut config = StackConfig::default();
+        strip(&mut config);
+        stack(config)
+    };
+    let (rt, direct) = (&runtime, &direct);
+
+    let mut candidates = vec![
+        candidate(rt, "bare", noop(), direct),
+        candidate(rt, "stack/direct", stack(StackConfig::default()), direct),
+        candidate(
+            &runtime,
             "stack/broker",
-            Box::new(|n| run(&runtime, &mut stack_for_broker, &broker, n)),
+            stack(StackConfig::default()),
+            &broker,
         ),
-        (
+        // Where the default stack's cost goes: the same stack without each optional part,
+        // with metrics going to a recorder that does nothing, and each layer alone.
+        candidate(
+            rt,
             "stack/direct, no in-flight cap",
-            Box::new(|n| run(&runtime, &mut no_cap, &direct, n)),
+            without(|c| c.limit = None),
+            direct,
         ),
-        (
+        candidate(
+            rt,
             "stack/direct, no breakers",
-            Box::new(|n| run(&runtime, &mut no_breaker, &direct, n)),
+            without(|c| c.breaker = None),
+            direct,
         ),
-        (
+        candidate(
+            rt,
             "stack/direct, no-op recorder",
-            Box::new(|n| run(&runtime, &mut noop_recorder, &direct, n)),
-        ),
-        (
-            "layer/metrics",
-            Box::new(|n| run(&runtime, &mut metrics, &direct, n)),
-        ),
-        (
-            "layer/limit",
-            Box::new(|n| run(&runtime, &mut limit, &direct, n)),
-        ),
-        (
-            "layer/breaker",
-            Box::new(|n| run(&runtime, &mut breaker, &direct, n)),
-        ),
-        (
-            "layer/timeout",
-            Box::new(|n| run(&runtime, &mut timeout, &direct, n)),
-        ),
-        (
-            "layer/route",
-            Box::new(|n| run(&runtime, &mut route, &direct, n)),
+            metrics::with_local_recorder(&metrics::NoopRecorder, || stack(StackConfig::default())),
+            direct,
         ),
     ];
+    let layers: Vec<Candidate<'_>> = vec![
+        candidate(
+            rt,
+            "layer/metrics",
+            MetricsLayer::default().layer(noop()),
+            direct,
+        ),
+        candidate(
+            rt,
+            "layer/limit",
+            ConcurrencyLimitLayer::new(1000, LimitMode::Wait)
+                .unwrap()
+                .layer(noop()),
+            direct,
+        ),
+        candidate(
+            rt,
+            "layer/breaker",
+            CircuitBreakerLayer::new("direct", BreakerConfig::default())
+                .unwrap()
+                .layer(noop()),
+            direct,
+        ),
+        candidate(
+            rt,
+            "layer/timeout",
+            TimeoutLayer::new(Duration::from_secs(5)).layer(noop()),
+            direct,
+        ),
+        candidate(rt, "layer/route", Route::new(noop(), noop()), direct),
+    ];
+    candidates.extend(layers);
+
+    let mut group = c.benchmark_group("publish");
+    for (name, time) in &mut candidates {
+        group.bench_function(*name, |b| b.iter_custom(&mut *time));
+    }
+    group.finish();
     summary(&mut candidates, 25, 100_000);
 }
 
