@@ -139,9 +139,15 @@ pub(crate) fn code_for_jetstream(error: &jetstream::Error) -> Code {
         | ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
         | ErrorCode::STREAM_OFFLINE
         | ErrorCode::CONSUMER_OFFLINE => Code::Unavailable,
+        // JetStream sheds load: nothing was stored, and the contract's clients read
+        // RESOURCE_EXHAUSTED as "broker buffer full", to retry after a pause.
+        ErrorCode::STREAM_TOO_MANY_REQUESTS
+        | ErrorCode::ATOMIC_PUBLISH_TOO_MANY_INFLIGHT
+        | ErrorCode::BATCH_PUBLISH_TOO_MANY_INFLIGHT => Code::ResourceExhausted,
         _ => match error.code() {
             400 => Code::InvalidArgument,
             404 => Code::NotFound,
+            429 => Code::ResourceExhausted,
             503 => Code::Unavailable,
             _ => Code::Internal,
         },
@@ -200,5 +206,43 @@ impl fmt::Display for ApiError {
             ApiError::JetStream(e) => write!(f, "{e}"),
             ApiError::Request(_, detail) => write!(f, "{detail}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream;
+    use tonic::Code;
+
+    use super::code_for_jetstream;
+
+    fn jetstream_error(code: usize, err_code: u64) -> jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": code,
+            "err_code": err_code,
+            "description": "refused",
+        }))
+        .expect("a JetStream API error")
+    }
+
+    #[test]
+    fn jetstream_shedding_load_is_resource_exhausted() {
+        // What nats-server answers a publish when a stream's ingest queue is full.
+        assert_eq!(
+            code_for_jetstream(&jetstream_error(429, 10167)),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            code_for_jetstream(&jetstream_error(429, 0)),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            code_for_jetstream(&jetstream_error(503, 10008)),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code_for_jetstream(&jetstream_error(500, 99999)),
+            Code::Internal
+        );
     }
 }
