@@ -9,7 +9,7 @@ use lax_core::{
     BoxError, Error, Headers, Limits, PublishRequest, Publisher, PublisherService, Receipt, Route,
     ServicePublisher, Tier,
     breaker::{BreakerHandle, BreakerState},
-    stack::StackBuilder,
+    stack::{LaxStack, StackBuilder},
     validate::validate_request,
 };
 use lax_transport_grpc::{BrokerAdmin, GrpcPublisher};
@@ -24,6 +24,44 @@ use crate::{
 /// The publish stack the client drives: lax-core's default stack plus any layers added with
 /// [`LaxClientBuilder::layer`], boxed.
 pub type ClientStack = BoxCloneSyncService<PublishRequest, Receipt, BoxError>;
+
+/// lax-core's default stack over the client's two transports.
+type DefaultStack = LaxStack<PublisherService<NatsPublisher>, PublisherService<GrpcPublisher>>;
+
+/// What the client publishes through: the default stack as it is, or boxed under the layers
+/// added with [`LaxClientBuilder::layer`]. Unboxed, a publish allocates nothing for the
+/// stack's sake.
+#[derive(Clone)]
+enum Publishing {
+    Default(DefaultStack),
+    Layered(ClientStack),
+}
+
+impl Service<PublishRequest> for Publishing {
+    type Response = Receipt;
+    type Error = BoxError;
+    type Future = futures::future::Either<
+        <DefaultStack as Service<PublishRequest>>::Future,
+        <ClientStack as Service<PublishRequest>>::Future,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self {
+            Publishing::Default(stack) => stack.poll_ready(cx),
+            Publishing::Layered(stack) => stack.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: PublishRequest) -> Self::Future {
+        match self {
+            Publishing::Default(stack) => futures::future::Either::Left(stack.call(request)),
+            Publishing::Layered(stack) => futures::future::Either::Right(stack.call(request)),
+        }
+    }
+}
 
 /// Per-publish options: tier, ack, timeout, headers, ids and retries.
 ///
@@ -255,10 +293,15 @@ impl LaxClientBuilder {
         }?;
         let direct_breaker = stack.direct_breaker().cloned();
         let broker_breaker = stack.broker_breaker().cloned();
-        let mut service: ClientStack = BoxCloneSyncService::new(stack);
-        for wrap in self.layers {
-            service = wrap(service);
-        }
+        let service = if self.layers.is_empty() {
+            Publishing::Default(stack)
+        } else {
+            let mut layered: ClientStack = BoxCloneSyncService::new(stack);
+            for wrap in self.layers {
+                layered = wrap(layered);
+            }
+            Publishing::Layered(layered)
+        };
         let publisher = ServicePublisher::new(service)
             .with_lifecycle(Arc::new(nats.clone()))
             .with_lifecycle(Arc::new(grpc.clone()));
@@ -284,7 +327,7 @@ impl LaxClientBuilder {
 struct Inner {
     options: ClientOptions,
     limits: Limits,
-    publisher: ServicePublisher<ClientStack>,
+    publisher: ServicePublisher<Publishing>,
     nats: NatsPublisher,
     grpc: GrpcPublisher,
     direct_breaker: Option<BreakerHandle>,

@@ -127,5 +127,7 @@ pub use message::{
     Ack, Headers, MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, PublishOptions, PublishRequest, Receipt,
     Route, TRACE_ID_HEADER, Tier, new_message_id,
 };
-pub use publisher::{Lifecycle, Publisher, PublisherService, ServicePublisher};
+pub use publisher::{
+    Lifecycle, Publisher, PublisherService, ServicePublishFuture, ServicePublisher,
+};
 pub use validate::Limits;

@@ -5,6 +5,7 @@
 use std::{
     fmt,
     future::Future,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -13,8 +14,9 @@ use std::{
 };
 
 use futures::future::BoxFuture;
+use pin_project_lite::pin_project;
 use tokio::sync::Notify;
-use tower::{Service, ServiceExt};
+use tower::{Service, ServiceExt, util::Oneshot};
 
 use crate::{
     error::{BoxError, Error},
@@ -184,6 +186,63 @@ impl Drop for InFlight {
     }
 }
 
+pin_project! {
+    /// The future of one [`ServicePublisher`] publish: the service's answer, counted in
+    /// flight until it arrives. Not boxed: a publish through a stack allocates only what the
+    /// stack itself does.
+    pub struct ServicePublishFuture<S>
+    where
+        S: Service<PublishRequest>,
+    {
+        #[pin]
+        state: PublishState<S>,
+    }
+}
+
+pin_project! {
+    #[project = PublishStateProj]
+    enum PublishState<S>
+    where
+        S: Service<PublishRequest>,
+    {
+        Running {
+            #[pin]
+            oneshot: Oneshot<S, PublishRequest>,
+            in_flight: InFlight,
+        },
+        Closed,
+    }
+}
+
+impl<S> Future for ServicePublishFuture<S>
+where
+    S: Service<PublishRequest, Response = Receipt>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Receipt, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            PublishStateProj::Running { oneshot, .. } => {
+                oneshot.poll(cx).map_err(|e| Error::from_boxed(e.into()))
+            }
+            PublishStateProj::Closed => Poll::Ready(Err(Error::closed())),
+        }
+    }
+}
+
+impl<S: Service<PublishRequest>> fmt::Debug for ServicePublishFuture<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            PublishState::Running { .. } => "running",
+            PublishState::Closed => "closed",
+        };
+        f.debug_struct("ServicePublishFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
 /// A [`tower::Service`] (typically a layer stack) as a [`Publisher`].
 ///
 /// The service must be cheap to clone (wrap it in [`tower::buffer::Buffer`] if it is not).
@@ -267,20 +326,17 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send,
 {
-    type Future = BoxFuture<'static, Result<Receipt, Error>>;
+    type Future = ServicePublishFuture<S>;
 
     fn publish(&self, request: PublishRequest) -> Self::Future {
-        let Some(guard) = self.drain.enter() else {
-            return Box::pin(futures::future::ready(Err(Error::closed())));
+        let state = match self.drain.enter() {
+            Some(in_flight) => PublishState::Running {
+                oneshot: self.service.clone().oneshot(request),
+                in_flight,
+            },
+            None => PublishState::Closed,
         };
-        let service = self.service.clone();
-        Box::pin(async move {
-            let _in_flight = guard;
-            service
-                .oneshot(request)
-                .await
-                .map_err(|e| Error::from_boxed(e.into()))
-        })
+        ServicePublishFuture { state }
     }
 
     async fn flush(&self) -> Result<(), Error> {

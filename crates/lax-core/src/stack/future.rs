@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use futures::future::BoxFuture;
 use pin_project_lite::pin_project;
 use tower::{Service, util::Oneshot};
 
@@ -25,13 +26,12 @@ pin_project! {
     /// The answer of one publish. When it arrives it is recorded in the metrics, the direct
     /// breaker's admission is settled and the in-flight slot is given back; a future dropped
     /// before that gives its slot back too.
-    pub struct ResponseFuture<D, P>
+    pub struct ResponseFuture<D>
     where
         D: Service<PublishRequest>,
-        P: Service<PublishRequest>,
     {
         #[pin]
-        path: Path<D, P>,
+        path: Path<D>,
         shared: Arc<Shared>,
         measurement: Measurement,
         // Taken when settled; a trial admission dropped unsettled goes back to the breaker.
@@ -39,10 +39,9 @@ pin_project! {
         holds_slot: bool,
     }
 
-    impl<D, P> PinnedDrop for ResponseFuture<D, P>
+    impl<D> PinnedDrop for ResponseFuture<D>
     where
         D: Service<PublishRequest>,
-        P: Service<PublishRequest>,
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
@@ -53,13 +52,12 @@ pin_project! {
     }
 }
 
-impl<D, P> ResponseFuture<D, P>
+impl<D> ResponseFuture<D>
 where
     D: Service<PublishRequest>,
-    P: Service<PublishRequest>,
 {
     pub(super) fn new(
-        path: Path<D, P>,
+        path: Path<D>,
         shared: Arc<Shared>,
         measurement: Measurement,
         admission: Option<Admission>,
@@ -75,10 +73,9 @@ where
     }
 }
 
-impl<D, P> fmt::Debug for ResponseFuture<D, P>
+impl<D> fmt::Debug for ResponseFuture<D>
 where
     D: Service<PublishRequest>,
-    P: Service<PublishRequest>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let path = match self.path {
@@ -94,12 +91,10 @@ where
     }
 }
 
-impl<D, P> Future for ResponseFuture<D, P>
+impl<D> Future for ResponseFuture<D>
 where
     D: Service<PublishRequest, Response = Receipt>,
     D::Error: Into<BoxError>,
-    P: Service<PublishRequest, Response = Receipt>,
-    P::Error: Into<BoxError>,
 {
     type Output = Result<Receipt, BoxError>;
 
@@ -124,10 +119,9 @@ where
 pin_project! {
     /// Where a publish went.
     #[project = PathProj]
-    pub(super) enum Path<D, P>
+    pub(super) enum Path<D>
     where
         D: Service<PublishRequest>,
-        P: Service<PublishRequest>,
     {
         // The direct transport was ready at once and has been called: the common case, kept
         // small because it is moved on every publish.
@@ -135,17 +129,18 @@ pin_project! {
         // The direct transport was not ready: this instance of it waits, then is called.
         DirectWaiting { future: Pin<Box<TimeoutFuture<Oneshot<D, PublishRequest>>>> },
         // Boxed: the broker path's future (retry, timers) is many times the size of the direct
-        // one, and a network round trip dwarfs the allocation.
-        Broker { future: Pin<Box<Oneshot<P, PublishRequest>>> },
+        // one, and a network round trip dwarfs the allocation. Type-erased, so that the
+        // stack's future names no layer of the broker path: an async fn holding it across an
+        // await stays provably `Send`.
+        Broker { future: BoxFuture<'static, Result<Receipt, BoxError>> },
         // Refused before any transport: cap reached, circuit open, transport failed.
         Failed { error: Option<BoxError> },
     }
 }
 
-impl<D, P> Path<D, P>
+impl<D> Path<D>
 where
     D: Service<PublishRequest>,
-    P: Service<PublishRequest>,
 {
     /// The timeout starts at the first poll that has to wait, as the timeout layer's does.
     pub(super) fn direct(future: D::Future, after: Duration) -> Self {
@@ -161,9 +156,14 @@ where
         }
     }
 
-    pub(super) fn broker(oneshot: Oneshot<P, PublishRequest>) -> Self {
+    pub(super) fn broker<P>(oneshot: Oneshot<P, PublishRequest>) -> Self
+    where
+        P: Service<PublishRequest, Response = Receipt> + Send + 'static,
+        P::Error: Into<BoxError>,
+        P::Future: Send,
+    {
         Path::Broker {
-            future: Box::pin(oneshot),
+            future: Box::pin(async move { oneshot.await.map_err(Into::into) }),
         }
     }
 
@@ -171,16 +171,15 @@ where
         Path::Failed { error: Some(error) }
     }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<D::Response, BoxError>>
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Receipt, BoxError>>
     where
+        D: Service<PublishRequest, Response = Receipt>,
         D::Error: Into<BoxError>,
-        P: Service<PublishRequest, Response = D::Response>,
-        P::Error: Into<BoxError>,
     {
         match self.project() {
             PathProj::Direct { future } => future.poll(cx),
             PathProj::DirectWaiting { future } => future.as_mut().poll(cx),
-            PathProj::Broker { future } => future.as_mut().poll(cx).map_err(Into::into),
+            PathProj::Broker { future } => future.as_mut().poll(cx),
             PathProj::Failed { error } => Poll::Ready(Err(error
                 .take()
                 .unwrap_or_else(|| "a publish future was polled after it completed".into()))),

@@ -207,7 +207,7 @@ impl StackBuilder {
         };
         Ok(LaxStack {
             direct,
-            broker,
+            broker: Arc::new(broker),
             shared: Arc::new(shared),
             reserved: Reserved::Nothing,
             waiter: None,
@@ -257,7 +257,9 @@ enum Reserved {
 /// ready waits in the publish's own future.
 pub struct LaxStack<D, B> {
     direct: D,
-    broker: BrokerPath<B>,
+    // Shared, and cloned only for a broker publish: cloning the stack (once per publish, under
+    // `ServicePublisher`) then costs the direct path nothing for it.
+    broker: Arc<BrokerPath<B>>,
     shared: Arc<Shared>,
     reserved: Reserved,
     waiter: SlotWaiter,
@@ -290,23 +292,19 @@ impl<D, B> LaxStack<D, B> {
         &mut self.direct
     }
 
-    /// The broker path: the layers over the broker transport.
+    /// The broker path: the layers over the broker transport. Each broker publish goes
+    /// through a clone of it.
     pub fn broker(&self) -> &BrokerPath<B> {
         &self.broker
     }
-
-    /// The broker path, mutably.
-    pub fn broker_mut(&mut self) -> &mut BrokerPath<B> {
-        &mut self.broker
-    }
 }
 
-impl<D: Clone, B: Clone> Clone for LaxStack<D, B> {
+impl<D: Clone, B> Clone for LaxStack<D, B> {
     /// A clone shares the cap, breakers and metrics, but not a slot this one holds.
     fn clone(&self) -> Self {
         LaxStack {
             direct: self.direct.clone(),
-            broker: self.broker.clone(),
+            broker: Arc::clone(&self.broker),
             shared: Arc::clone(&self.shared),
             reserved: Reserved::Nothing,
             waiter: None,
@@ -344,12 +342,13 @@ impl<D, B> Service<PublishRequest> for LaxStack<D, B>
 where
     D: Service<PublishRequest, Response = Receipt> + Clone,
     D::Error: Into<BoxError>,
-    B: Service<PublishRequest, Response = Receipt> + Clone,
+    B: Service<PublishRequest, Response = Receipt> + Clone + Send + 'static,
     B::Error: Into<BoxError>,
+    B::Future: Send,
 {
     type Response = Receipt;
     type Error = BoxError;
-    type Future = future::ResponseFuture<D, BrokerPath<B>>;
+    type Future = future::ResponseFuture<D>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Some((slots, mode)) = &self.shared.in_flight
@@ -383,7 +382,8 @@ where
             _ => match measurement.default_route {
                 Route::Direct => self.direct_path(&shared, request),
                 Route::Broker => {
-                    let path = future::Path::broker(self.broker.clone().oneshot(request));
+                    let broker = BrokerPath::clone(&self.broker);
+                    let path = future::Path::broker(broker.oneshot(request));
                     (path, None)
                 }
             },
@@ -397,8 +397,6 @@ impl<D, B> LaxStack<D, B>
 where
     D: Service<PublishRequest, Response = Receipt> + Clone,
     D::Error: Into<BoxError>,
-    B: Service<PublishRequest, Response = Receipt> + Clone,
-    B::Error: Into<BoxError>,
 {
     /// The direct path: the breaker's admission, then the transport, called at once when it
     /// is ready, under the timeout.
@@ -407,7 +405,7 @@ where
         &mut self,
         shared: &Shared,
         request: PublishRequest,
-    ) -> (future::Path<D, BrokerPath<B>>, Option<Admission>) {
+    ) -> (future::Path<D>, Option<Admission>) {
         let admission = match &shared.direct_breaker {
             None => None,
             Some(breaker) => match breaker.shared().admit() {
