@@ -227,22 +227,16 @@ mod tests {
 
     #[test]
     fn jetstream_shedding_load_is_resource_exhausted() {
-        // What nats-server answers a publish when a stream's ingest queue is full.
-        assert_eq!(
-            code_for_jetstream(&jetstream_error(429, 10167)),
-            Code::ResourceExhausted
-        );
-        assert_eq!(
-            code_for_jetstream(&jetstream_error(429, 0)),
-            Code::ResourceExhausted
-        );
-        assert_eq!(
-            code_for_jetstream(&jetstream_error(503, 10008)),
-            Code::Unavailable
-        );
-        assert_eq!(
-            code_for_jetstream(&jetstream_error(500, 99999)),
-            Code::Internal
-        );
+        let cases = [
+            // What nats-server answers a publish when a stream's ingest queue is full.
+            (429, 10167, Code::ResourceExhausted),
+            (429, 0, Code::ResourceExhausted),
+            (503, 10008, Code::Unavailable),
+            (500, 99999, Code::Internal),
+        ];
+        for (code, err_code, status) in cases {
+            let error = jetstream_error(code, err_code);
+            assert_eq!(code_for_jetstream(&error), status, "{code}/{err_code}");
+        }
     }
 }
