@@ -45,6 +45,24 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Worth another attempt with the same message id: timeouts, unreachable servers and a
+    /// full broker. Invalid input, refusals, an open circuit and a closed publisher are not.
+    pub const fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::TimedOut | ErrorKind::Unavailable | ErrorKind::Overloaded
+        )
+    }
+
+    /// Counts as a failure of the path for a circuit breaker: the path did not answer.
+    /// Invalid input and clear refusals show a healthy path and never trip it.
+    pub const fn trips_breaker(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::TimedOut | ErrorKind::Unavailable | ErrorKind::Internal
+        )
+    }
+
     /// Every kind, in declaration order ([`ErrorKind::index`] is the position here).
     pub const ALL: [ErrorKind; 9] = [
         ErrorKind::InvalidInput,
@@ -202,22 +220,15 @@ impl Error {
         &self.message
     }
 
-    /// Worth another attempt with the same message id: timeouts, unreachable servers and a
-    /// full broker. Invalid input, refusals, an open circuit and a closed publisher are not.
+    /// Worth another attempt with the same message id; see [`ErrorKind::is_retryable`].
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::TimedOut | ErrorKind::Unavailable | ErrorKind::Overloaded
-        )
+        self.kind.is_retryable()
     }
 
-    /// Counts as a failure of the path for a circuit breaker: the path did not answer.
-    /// Invalid input and clear refusals show a healthy path and never trip it.
+    /// Counts as a failure of the path for a circuit breaker; see
+    /// [`ErrorKind::trips_breaker`].
     pub fn trips_breaker(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::TimedOut | ErrorKind::Unavailable | ErrorKind::Internal
-        )
+        self.kind.trips_breaker()
     }
 
     /// Turns any error a layer stack returns into an [`Error`], keeping the classification of

@@ -123,11 +123,11 @@ impl Verdict {
         }
     }
 
-    /// Failed when the error [trips the breaker](Error::trips_breaker); healthy when the
+    /// Failed when the error [trips the breaker](ErrorKind::trips_breaker); healthy when the
     /// server answered with a refusal or "full"; otherwise neutral.
     fn of_error(error: &(dyn std::error::Error + 'static)) -> Self {
         let (kind, _) = Error::classify(error);
-        if Error::new(kind, "").trips_breaker() {
+        if kind.trips_breaker() {
             Verdict::Failed
         } else if matches!(kind, ErrorKind::Rejected | ErrorKind::Overloaded) {
             Verdict::Healthy

@@ -43,10 +43,7 @@ impl ClassifyError for Error {
 
 impl ClassifyError for BoxError {
     fn is_retryable(&self) -> bool {
-        match self.downcast_ref::<Error>() {
-            Some(error) => error.is_retryable(),
-            None => Error::new(Error::classify(self.as_ref()).0, "").is_retryable(),
-        }
+        Error::classify(self.as_ref()).0.is_retryable()
     }
 }
 
