@@ -183,6 +183,14 @@ impl Error {
         Error::new(ErrorKind::Internal, message)
     }
 
+    /// [`ErrorKind::Internal`]: `service` was called without a successful `poll_ready`, which
+    /// breaks tower's contract; answered as an error rather than a panic.
+    pub fn called_before_ready(service: &str) -> Self {
+        Error::internal(format!(
+            "{service} was called without a successful poll_ready"
+        ))
+    }
+
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(source.into());

@@ -85,10 +85,9 @@ where
                 Poll::Ready(result)
             }
             KindProj::Rejected { name } => Poll::Ready(Err(CircuitOpen::new(name).into())),
-            KindProj::NotReady => Poll::Ready(Err(Error::internal(
-                "CircuitBreaker was called without a successful poll_ready",
-            )
-            .into())),
+            KindProj::NotReady => {
+                Poll::Ready(Err(Error::called_before_ready("CircuitBreaker").into()))
+            }
         }
     }
 }

@@ -72,10 +72,9 @@ where
                 Poll::Ready(result.map_err(Into::into))
             }
             KindProj::Refused { max } => Poll::Ready(Err(Overloaded::new(*max).into())),
-            KindProj::NotReady => Poll::Ready(Err(Error::internal(
-                "ConcurrencyLimit was called without a successful poll_ready",
-            )
-            .into())),
+            KindProj::NotReady => {
+                Poll::Ready(Err(Error::called_before_ready("ConcurrencyLimit").into()))
+            }
         }
     }
 }

@@ -50,10 +50,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(inner) = this.inner.as_pin_mut() else {
-            return Poll::Ready(Err(Error::internal(
-                "Pool was called without a successful poll_ready",
-            )
-            .into()));
+            return Poll::Ready(Err(Error::called_before_ready("Pool").into()));
         };
         let result = ready!(inner.poll(cx)).map_err(Into::into);
         if let (Err(e), Some(broken)) = (&result, this.broken.as_ref())

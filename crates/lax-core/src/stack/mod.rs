@@ -376,7 +376,7 @@ where
                 None,
             ),
             (Reserved::Nothing, Some(_)) | (Reserved::Refused, None) => {
-                let error = Error::internal("LaxStack was called without a successful poll_ready");
+                let error = Error::called_before_ready("LaxStack");
                 (future::Path::failed(error.into()), None)
             }
             _ => match measurement.default_route {
