@@ -9,7 +9,6 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimitLayer {
     slots: Arc<InFlight>,
-    mode: LimitMode,
 }
 
 impl ConcurrencyLimitLayer {
@@ -17,8 +16,7 @@ impl ConcurrencyLimitLayer {
     /// configuration error.
     pub fn new(max: usize, mode: LimitMode) -> Result<Self, Error> {
         Ok(ConcurrencyLimitLayer {
-            slots: Arc::new(InFlight::new(max)?),
-            mode,
+            slots: Arc::new(InFlight::new(max, mode)?),
         })
     }
 
@@ -32,6 +30,6 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
     type Service = ConcurrencyLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ConcurrencyLimit::with_slots(inner, Arc::clone(&self.slots), self.mode)
+        ConcurrencyLimit::with_slots(inner, Arc::clone(&self.slots))
     }
 }

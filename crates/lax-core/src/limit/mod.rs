@@ -93,7 +93,6 @@ impl Drop for Slot {
 pub struct ConcurrencyLimit<S> {
     inner: S,
     slots: Arc<InFlight>,
-    mode: LimitMode,
     reserved: Reserved,
     waiter: SlotWaiter,
 }
@@ -104,16 +103,14 @@ impl<S> ConcurrencyLimit<S> {
     pub fn new(inner: S, max: usize, mode: LimitMode) -> Result<Self, Error> {
         Ok(ConcurrencyLimit::with_slots(
             inner,
-            Arc::new(InFlight::new(max)?),
-            mode,
+            Arc::new(InFlight::new(max, mode)?),
         ))
     }
 
-    fn with_slots(inner: S, slots: Arc<InFlight>, mode: LimitMode) -> Self {
+    fn with_slots(inner: S, slots: Arc<InFlight>) -> Self {
         ConcurrencyLimit {
             inner,
             slots,
-            mode,
             reserved: Reserved::Nothing,
             waiter: None,
         }
@@ -148,7 +145,7 @@ impl<S> ConcurrencyLimit<S> {
 impl<S: Clone> Clone for ConcurrencyLimit<S> {
     /// A clone shares the cap but not a slot this one holds.
     fn clone(&self) -> Self {
-        ConcurrencyLimit::with_slots(self.inner.clone(), Arc::clone(&self.slots), self.mode)
+        ConcurrencyLimit::with_slots(self.inner.clone(), Arc::clone(&self.slots))
     }
 }
 
@@ -163,15 +160,10 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if matches!(self.reserved, Reserved::Nothing) {
-            self.reserved = match self.mode {
-                LimitMode::Wait => {
-                    ready!(self.slots.poll_take(&mut self.waiter, cx));
-                    Reserved::Slot(Slot(Arc::clone(&self.slots)))
-                }
-                LimitMode::FailFast if self.slots.try_take() => {
-                    Reserved::Slot(Slot(Arc::clone(&self.slots)))
-                }
-                LimitMode::FailFast => Reserved::Refused,
+            self.reserved = if ready!(self.slots.poll_reserve(&mut self.waiter, cx)) {
+                Reserved::Slot(Slot(Arc::clone(&self.slots)))
+            } else {
+                Reserved::Refused
             };
         }
         match self.reserved {

@@ -12,6 +12,7 @@ use std::{
 
 use tokio::sync::{Notify, futures::OwnedNotified};
 
+use super::LimitMode;
 use crate::error::Error;
 
 /// At most `max` slots taken at once.
@@ -24,6 +25,7 @@ use crate::error::Error;
 #[derive(Debug)]
 pub(crate) struct InFlight {
     max: usize,
+    mode: LimitMode,
     taken: AtomicUsize,
     freed: Arc<Notify>,
 }
@@ -35,8 +37,9 @@ impl InFlight {
     /// The largest cap: far beyond any real one, and an in-flight count that cannot overflow.
     pub(crate) const MAX: usize = usize::MAX >> 4;
 
-    /// A cap of `max` (1 to [`InFlight::MAX`]); otherwise a configuration error.
-    pub(crate) fn new(max: usize) -> Result<Self, Error> {
+    /// A cap of `max` (1 to [`InFlight::MAX`]), and what to do at it; otherwise a
+    /// configuration error.
+    pub(crate) fn new(max: usize, mode: LimitMode) -> Result<Self, Error> {
         if max == 0 || max > Self::MAX {
             return Err(Error::config(format!(
                 "the in-flight limit must be between 1 and {}, got {max}",
@@ -45,6 +48,7 @@ impl InFlight {
         }
         Ok(InFlight {
             max,
+            mode,
             taken: AtomicUsize::new(0),
             freed: Arc::new(Notify::new()),
         })
@@ -56,6 +60,16 @@ impl InFlight {
 
     pub(crate) fn available(&self) -> usize {
         self.max.saturating_sub(self.taken.load(Ordering::Acquire))
+    }
+
+    /// Reserves a slot the way the cap's mode says: `Ready(true)` once one is taken,
+    /// `Ready(false)` when fail-fast mode finds none, `Pending` while wait mode waits.
+    #[inline]
+    pub(crate) fn poll_reserve(&self, waiter: &mut SlotWaiter, cx: &mut Context<'_>) -> Poll<bool> {
+        match self.mode {
+            LimitMode::Wait => self.poll_take(waiter, cx).map(|()| true),
+            LimitMode::FailFast => Poll::Ready(self.try_take()),
+        }
     }
 
     /// Takes a slot if one is free.
@@ -125,11 +139,11 @@ mod tests {
 
     use futures::task::noop_waker_ref;
 
-    use super::InFlight;
+    use super::{InFlight, LimitMode};
 
     #[test]
     fn slots_are_counted_and_a_waiter_is_woken_by_a_give_back() {
-        let slots = InFlight::new(2).unwrap();
+        let slots = InFlight::new(2, LimitMode::Wait).unwrap();
         assert!(slots.try_take() && slots.try_take());
         assert!(!slots.try_take());
         assert_eq!(slots.available(), 0);
@@ -154,7 +168,7 @@ mod tests {
 
     #[test]
     fn slots_given_back_together_wake_every_waiter_they_can_serve() {
-        let slots = InFlight::new(2).unwrap();
+        let slots = InFlight::new(2, LimitMode::Wait).unwrap();
         assert!(slots.try_take() && slots.try_take());
         let (first_waker, first_woken) = futures_test_waker();
         let (second_waker, second_woken) = futures_test_waker();
@@ -181,9 +195,9 @@ mod tests {
 
     #[test]
     fn a_cap_out_of_range_is_a_config_error() {
-        assert!(InFlight::new(0).is_err());
-        assert!(InFlight::new(InFlight::MAX + 1).is_err());
-        assert!(InFlight::new(InFlight::MAX).is_ok());
+        assert!(InFlight::new(0, LimitMode::Wait).is_err());
+        assert!(InFlight::new(InFlight::MAX + 1, LimitMode::Wait).is_err());
+        assert!(InFlight::new(InFlight::MAX, LimitMode::FailFast).is_ok());
     }
 
     fn futures_test_waker() -> (std::task::Waker, Arc<std::sync::atomic::AtomicUsize>) {

@@ -69,7 +69,7 @@ use crate::{
         error::CircuitOpen,
     },
     error::{BoxError, Error},
-    limit::{InFlight, LimitConfig, LimitMode, SlotWaiter, error::Overloaded},
+    limit::{InFlight, LimitConfig, SlotWaiter, error::Overloaded},
     message::{PublishRequest, Receipt, Route},
     metrics::{DEFAULT_PREFIX, Handles},
     retry::{Retry, RetryConfig, RetryLayer},
@@ -191,7 +191,7 @@ impl StackBuilder {
         let broker_breaker = breaker("broker")?;
         let in_flight = config
             .limit
-            .map(|limit| InFlight::new(limit.max_in_flight).map(|slots| (slots, limit.mode)))
+            .map(|limit| InFlight::new(limit.max_in_flight, limit.mode))
             .transpose()?;
         let broker = ServiceBuilder::new()
             .option_layer(config.retry.map(RetryLayer::new).transpose()?)
@@ -225,7 +225,7 @@ pub type BrokerPath<B> = Either<Retry<BrokerAttempt<B>>, BrokerAttempt<B>>;
 #[derive(Debug)]
 pub(crate) struct Shared {
     metrics: Handles,
-    in_flight: Option<(InFlight, LimitMode)>,
+    in_flight: Option<InFlight>,
     direct_breaker: Option<BreakerHandle>,
     broker_breaker: Option<BreakerHandle>,
     publish_timeout: Duration,
@@ -234,7 +234,7 @@ pub(crate) struct Shared {
 impl Shared {
     #[inline]
     fn give_back_slot(&self) {
-        if let Some((slots, _)) = &self.in_flight {
+        if let Some(slots) = &self.in_flight {
             slots.give_back();
         }
     }
@@ -278,8 +278,7 @@ impl<D, B> LaxStack<D, B> {
 
     /// Slots of the in-flight cap free right now, if the stack has a cap.
     pub fn available(&self) -> Option<usize> {
-        let (slots, _) = self.shared.in_flight.as_ref()?;
-        Some(slots.available())
+        self.shared.in_flight.as_ref().map(InFlight::available)
     }
 
     /// The direct transport.
@@ -351,16 +350,13 @@ where
     type Future = future::ResponseFuture<D>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Some((slots, mode)) = &self.shared.in_flight
+        if let Some(slots) = &self.shared.in_flight
             && self.reserved == Reserved::Nothing
         {
-            self.reserved = match mode {
-                LimitMode::Wait => {
-                    ready!(slots.poll_take(&mut self.waiter, cx));
-                    Reserved::Slot
-                }
-                LimitMode::FailFast if slots.try_take() => Reserved::Slot,
-                LimitMode::FailFast => Reserved::Refused,
+            self.reserved = if ready!(slots.poll_reserve(&mut self.waiter, cx)) {
+                Reserved::Slot
+            } else {
+                Reserved::Refused
             };
         }
         Poll::Ready(Ok(()))
@@ -371,7 +367,7 @@ where
         let measurement = shared.metrics.start(&request);
         let reserved = std::mem::replace(&mut self.reserved, Reserved::Nothing);
         let (path, admission) = match (reserved, &shared.in_flight) {
-            (Reserved::Refused, Some((slots, _))) => (
+            (Reserved::Refused, Some(slots)) => (
                 future::Path::failed(Overloaded::new(slots.max()).into()),
                 None,
             ),
