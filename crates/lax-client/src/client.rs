@@ -31,6 +31,10 @@ type DefaultStack = LaxStack<PublisherService<NatsPublisher>, PublisherService<G
 /// What the client publishes through: the default stack as it is, or boxed under the layers
 /// added with [`LaxClientBuilder::layer`]. Unboxed, a publish allocates nothing for the
 /// stack's sake.
+///
+/// Not `tower::util::Either`: its `Service` impl bounds each side's error by
+/// `Into<BoxError>`, and with a boxed error on one side rustc can no longer prove an async
+/// fn awaiting the publish `Send` (the axum example stops compiling).
 #[derive(Clone)]
 enum Publishing {
     Default(DefaultStack),
