@@ -4,7 +4,10 @@
 //! process (tests, `lax dev`) keep separate figures. Handles are registered on that recorder
 //! directly through [`metrics::Recorder`].
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use axum::{Router, routing::get};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
@@ -34,10 +37,27 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The RPCs, tiers and results of the publishes counted on every message.
+const HOT_RPCS: [&str; 3] = ["Publish", "BatchPublish", "StreamPublish"];
+const HOT_TIERS: [&str; 3] = ["memory", "persistent", "replicated"];
+const HOT_RESULTS: [&str; 2] = ["stored", "duplicate"];
+
+/// The handles every answered publish records into, registered on first use: looking a
+/// labelled handle up in the recorder costs four `String`s, a `Vec` and a hashed registry
+/// lookup, on every message. Failures are rare and take that slow path.
+#[derive(Default)]
+struct HotHandles {
+    /// By tier and result.
+    published: [[OnceLock<Counter>; HOT_RESULTS.len()]; HOT_TIERS.len()],
+    /// By rpc and tier.
+    latency: [[OnceLock<Histogram>; HOT_TIERS.len()]; HOT_RPCS.len()],
+}
+
 /// The broker's figures, recorded into its own Prometheus recorder.
 #[derive(Clone)]
 pub struct BrokerMetrics {
     recorder: Arc<PrometheusRecorder>,
+    hot: Arc<HotHandles>,
     inflight: Gauge,
     connected: Gauge,
 }
@@ -98,6 +118,7 @@ impl BrokerMetrics {
         let connected = recorder.register_gauge(&Key::from_static_name(NATS_CONNECTED), &METADATA);
         BrokerMetrics {
             recorder: Arc::new(recorder),
+            hot: Arc::default(),
             inflight,
             connected,
         }
@@ -145,16 +166,33 @@ impl BrokerMetrics {
 
     /// Counts one answered publish and records its latency.
     pub(crate) fn publish(&self, rpc: &'static str, tier: &str, result: &str, elapsed: Duration) {
-        self.counter(
-            PUBLISH_TOTAL,
-            [("tier", tier.to_owned()), ("result", result.to_owned())],
-        )
-        .increment(1);
-        self.histogram(
-            PUBLISH_LATENCY_SECONDS,
-            [("rpc", rpc.to_owned()), ("tier", tier.to_owned())],
-        )
-        .record(elapsed.as_secs_f64());
+        let position = |names: &[&str], name: &str| names.iter().position(|n| *n == name);
+        let (rpc_at, tier_at, result_at) = (
+            position(&HOT_RPCS, rpc),
+            position(&HOT_TIERS, tier),
+            position(&HOT_RESULTS, result),
+        );
+        let published = || {
+            self.counter(
+                PUBLISH_TOTAL,
+                [("tier", tier.to_owned()), ("result", result.to_owned())],
+            )
+        };
+        match tier_at.zip(result_at) {
+            Some((t, r)) => self.hot.published[t][r].get_or_init(published).increment(1),
+            None => published().increment(1),
+        }
+        let latency = || {
+            self.histogram(
+                PUBLISH_LATENCY_SECONDS,
+                [("rpc", rpc.to_owned()), ("tier", tier.to_owned())],
+            )
+        };
+        let seconds = elapsed.as_secs_f64();
+        match rpc_at.zip(tier_at) {
+            Some((p, t)) => self.hot.latency[p][t].get_or_init(latency).record(seconds),
+            None => latency().record(seconds),
+        }
     }
 
     /// Counts one JetStream failure.
@@ -254,5 +292,68 @@ mod tests {
         );
         assert!(rendered.contains("lax_broker_jetstream_errors_total{kind=\"timeout\"} 1"));
         assert!(!b.handle().render().contains("lax_broker_requests_total{"));
+    }
+
+    #[test]
+    fn cached_and_uncached_publishes_count_into_the_same_series() {
+        let metrics = BrokerMetrics::new();
+        let clone = metrics.clone();
+        metrics.publish(
+            "StreamPublish",
+            "persistent",
+            "stored",
+            Duration::from_millis(1),
+        );
+        clone.publish(
+            "StreamPublish",
+            "persistent",
+            "stored",
+            Duration::from_millis(2),
+        );
+        metrics.publish(
+            "StreamPublish",
+            "persistent",
+            "duplicate",
+            Duration::from_millis(1),
+        );
+        metrics.publish(
+            "StreamPublish",
+            "persistent",
+            "unavailable",
+            Duration::from_millis(1),
+        );
+        metrics.publish("Other", "persistent", "stored", Duration::from_millis(1));
+        let rendered = metrics.handle().render();
+        for (series, count) in [
+            (
+                r#"lax_broker_publish_total{tier="persistent",result="stored"}"#,
+                3,
+            ),
+            (
+                r#"lax_broker_publish_total{tier="persistent",result="duplicate"}"#,
+                1,
+            ),
+            (
+                r#"lax_broker_publish_total{tier="persistent",result="unavailable"}"#,
+                1,
+            ),
+            (
+                r#"lax_broker_publish_latency_seconds_count{rpc="StreamPublish",tier="persistent"}"#,
+                4,
+            ),
+            (
+                r#"lax_broker_publish_latency_seconds_count{rpc="Other",tier="persistent"}"#,
+                1,
+            ),
+        ] {
+            assert!(
+                rendered.contains(&format!("{series} {count}\n")),
+                "{series} {count} in {rendered}"
+            );
+        }
+        assert!(
+            !rendered.contains(r#"tier="memory""#),
+            "handles register on first use only"
+        );
     }
 }
