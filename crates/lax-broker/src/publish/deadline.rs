@@ -4,9 +4,10 @@
 //! answers DEADLINE_EXCEEDED (what clients treat as a publish timeout) by ending its own
 //! wait a little earlier.
 
-use std::time::Duration;
+use std::{pin::pin, time::Duration};
 
-use tokio::time::Instant;
+use futures::FutureExt as _;
+use tokio::time::{Instant, error::Elapsed, timeout_at};
 use tonic::metadata::MetadataMap;
 
 /// The broker's own deadline ends this much before the client's, so its DEADLINE_EXCEEDED
@@ -18,6 +19,17 @@ pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(10);
 pub(crate) fn call_deadline(metadata: &MetadataMap) -> Option<Instant> {
     let timeout = parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
     Some(Instant::now() + timeout.saturating_sub(DEADLINE_MARGIN))
+}
+
+/// `future`'s output, or [`Elapsed`] once `deadline` has passed, like `timeout_at`; but a future
+/// that is ready at once (a cached stream lookup, a send with room in the NATS queue) never
+/// arms a timer, which costs two locks of the timer wheel on every message.
+pub(crate) async fn within<F: Future>(deadline: Instant, future: F) -> Result<F::Output, Elapsed> {
+    let mut future = pin!(future);
+    match future.as_mut().now_or_never() {
+        Some(output) => Ok(output),
+        None => timeout_at(deadline, future).await,
+    }
 }
 
 /// Parses a `grpc-timeout` value: at most 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
@@ -44,6 +56,22 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn within_answers_a_ready_future_at_once_and_times_out_a_pending_one() {
+        let past = Instant::now();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert_eq!(within(past, async { 7 }).await.ok(), Some(7));
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let pending = within(deadline, std::future::pending::<()>()).await;
+        assert!(pending.is_err());
+        assert_eq!(Instant::now(), deadline);
+        let later = within(Instant::now() + Duration::from_secs(1), async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            8
+        });
+        assert_eq!(later.await.ok(), Some(8));
+    }
 
     #[test]
     fn grpc_timeouts_parse_by_unit() {

@@ -36,6 +36,7 @@ use tonic::Code;
 use crate::{
     error::{PublishFailure, code_for_jetstream},
     metrics::BrokerMetrics,
+    publish::deadline::within,
     routing::{StreamRouter, StreamTarget},
 };
 
@@ -242,7 +243,7 @@ impl PublishCore {
         prepared: &Prepared,
         deadline: Instant,
     ) -> Result<(StreamTarget, PublishAckFuture), PublishFailure> {
-        let target = timeout_at(
+        let target = within(
             deadline,
             self.router.resolve(&prepared.subject, prepared.tier),
         )
@@ -256,7 +257,7 @@ impl PublishCore {
         let publish = jetstream::message::PublishMessage::build()
             .payload(prepared.payload.clone())
             .headers(prepared.headers.clone());
-        let ack = timeout_at(
+        let ack = within(
             deadline,
             self.jetstream
                 .send_publish(prepared.subject.clone(), publish),
