@@ -1,8 +1,8 @@
 //! The connection pool: N lanes, each one HTTP/2 connection (a tonic [`Channel`]) and, in
 //! stream mode, one long-lived `StreamPublish` stream on it.
 //!
-//! Publishes go to the healthy lane with the fewest publishes in flight (ties broken
-//! round-robin). A lane whose stream or connection fails is taken out of rotation and rebuilt
+//! Publishes fill the first healthy lane up to [`LANE_FILL`] in flight, then the next; when
+//! every lane is that busy they go to the one with the fewest (ties broken round-robin). A lane whose stream or connection fails is taken out of rotation and rebuilt
 //! in the background — a new connection, to the next broker address, with exponential
 //! backoff — while the other lanes carry on.
 
@@ -64,6 +64,9 @@ pub(crate) enum Purpose {
     /// The connection, for a unary call.
     Call,
 }
+
+/// Publishes in flight a lane takes before the next lane gets any; see [`Pool::pick`].
+const LANE_FILL: usize = 128;
 
 #[derive(Debug, Default)]
 struct Lane {
@@ -248,27 +251,18 @@ impl Pool {
         )))
     }
 
-    /// The healthy lane with the fewest publishes in flight, starting the search at the next
-    /// lane in turn so that ties spread round-robin.
+    /// The lane for the next publish: the first healthy lane (in lane order) with fewer than
+    /// [`LANE_FILL`] publishes in flight, else the healthy lane with the fewest, the search
+    /// starting at the next lane in turn so that ties spread round-robin.
+    ///
+    /// Filling lanes before spreading keeps messages together: every frame, write and wake-up
+    /// on the HTTP/2 connection, in the broker's stream task and on its NATS connection
+    /// carries as many messages as are in flight on the lane. Spread over 10 lanes, 256
+    /// publishes in flight cost the broker about a third more CPU per message (and
+    /// nats-server as much), and the throughput fell by as much.
     fn pick(&self) -> Option<usize> {
-        let n = self.lanes.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let mut best: Option<(usize, usize)> = None;
-        for offset in 0..n {
-            let index = (start + offset) % n;
-            let lane = &self.lanes[index];
-            if !lane.healthy.load(Ordering::Relaxed) {
-                continue;
-            }
-            let load = lane.in_flight.load(Ordering::Relaxed);
-            if best.is_none_or(|(_, least)| load < least) {
-                best = Some((index, load));
-                if load == 0 {
-                    break;
-                }
-            }
-        }
-        best.map(|(index, _)| index)
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        choose_lane(&self.lanes, start)
     }
 
     /// Connects lane `index` to `endpoint` (and opens its stream in stream mode), then puts
@@ -480,11 +474,64 @@ async fn repair(pool: Weak<Pool>, index: usize, shutdown: CancellationToken) {
     }
 }
 
+/// [`Pool::pick`]'s choice among `lanes`; `start` turns the search for the least busy lane.
+fn choose_lane(lanes: &[Lane], start: usize) -> Option<usize> {
+    let healthy = |lane: &Lane| lane.healthy.load(Ordering::Relaxed);
+    let load = |lane: &Lane| lane.in_flight.load(Ordering::Relaxed);
+    if let Some(index) = lanes
+        .iter()
+        .position(|lane| healthy(lane) && load(lane) < LANE_FILL)
+    {
+        return Some(index);
+    }
+    let n = lanes.len();
+    let mut best: Option<(usize, usize)> = None;
+    for offset in 0..n {
+        let index = (start + offset) % n;
+        let lane = &lanes[index];
+        if healthy(lane) && best.is_none_or(|(_, least)| load(lane) < least) {
+            best = Some((index, load(lane)));
+        }
+    }
+    best.map(|(index, _)| index)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::next_repair_delay;
+    use super::*;
+
+    fn lanes(state: &[(bool, usize)]) -> Vec<Lane> {
+        state
+            .iter()
+            .map(|&(healthy, in_flight)| Lane {
+                healthy: AtomicBool::new(healthy),
+                in_flight: AtomicUsize::new(in_flight),
+                ..Lane::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lanes_fill_in_order_then_the_least_busy_takes_the_next() {
+        let fill = LANE_FILL;
+        assert_eq!(choose_lane(&lanes(&[(true, 0), (true, 0)]), 1), Some(0));
+        assert_eq!(
+            choose_lane(&lanes(&[(true, fill - 1), (true, 0)]), 0),
+            Some(0)
+        );
+        assert_eq!(choose_lane(&lanes(&[(true, fill), (true, 3)]), 0), Some(1));
+        assert_eq!(
+            choose_lane(&lanes(&[(false, 0), (true, 5)]), 0),
+            Some(1),
+            "skips broken lanes"
+        );
+        let busy = lanes(&[(true, fill + 9), (true, fill + 2), (true, fill + 2)]);
+        assert_eq!(choose_lane(&busy, 0), Some(1));
+        assert_eq!(choose_lane(&busy, 2), Some(2), "ties go round");
+        assert_eq!(choose_lane(&lanes(&[(false, 0), (false, 0)]), 0), None);
+    }
 
     #[test]
     fn repairs_back_off_while_connections_die_young() {
