@@ -350,6 +350,106 @@ async fn bench_json_has_the_figures_and_the_raw_ratio() {
     servers.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_measures_delivery_pacing_batches_and_sweeps() {
+    let servers = Servers::start().await;
+    let flags = servers.flags();
+    let json = |stdout: &str| -> serde_json::Value {
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    };
+    // Paced, end to end, against raw at the same rate and concurrency.
+    let paced = [
+        "bench",
+        "--route",
+        "broker",
+        "--tier",
+        "memory",
+        "--msgs",
+        "400",
+        "--rate",
+        "4000",
+        "--concurrency",
+        "4",
+        "--e2e",
+        "--compare-raw",
+        "--json",
+    ];
+    let (code, stdout, stderr) = run(&with(&flags, &paced)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let figures = json(&stdout);
+    for prefix in ["", "raw_"] {
+        assert_eq!(figures[format!("{prefix}e2e_received")], 400, "{figures}");
+        assert_eq!(figures[format!("{prefix}concurrency")], 4, "{figures}");
+        for key in [
+            "e2e_p99_us",
+            "pacer_lateness_p99_us",
+            "client_cpu_us_per_msg",
+        ] {
+            let value = figures[format!("{prefix}{key}")].as_f64();
+            assert!(value.is_some_and(|v| v >= 0.0), "{prefix}{key}: {figures}");
+        }
+    }
+    // Direct, end to end over a core NATS subscription.
+    let (code, stdout, stderr) = run(&with(
+        &flags,
+        &["bench", "--msgs", "1000", "--e2e", "--json"],
+    ))
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(json(&stdout)["e2e_received"], 1000, "{stdout}");
+    // Batches, LAX and raw.
+    let batched = [
+        "bench",
+        "--route",
+        "broker",
+        "--tier",
+        "memory",
+        "--msgs",
+        "1000",
+        "--batch",
+        "500",
+        "--concurrency",
+        "1",
+        "--compare-raw",
+        "--json",
+    ];
+    let (code, stdout, stderr) = run(&with(&flags, &batched)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let figures = json(&stdout);
+    assert_eq!(
+        (figures["msgs"].as_u64(), figures["batch"].as_u64()),
+        (Some(1000), Some(500))
+    );
+    // A small sweep: the table and the report.
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let sweep = [
+        "bench",
+        "sweep",
+        "--route",
+        "broker",
+        "--tier",
+        "memory",
+        "--msgs",
+        "200",
+        "--concurrency",
+        "1,8",
+        "--sizes",
+        "128,1024",
+        "--html",
+        report.path().to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = run(&with(&flags, &sweep)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(" 200 ")).count(),
+        4,
+        "{stdout}"
+    );
+    let page = std::fs::read_to_string(report.path()).unwrap();
+    assert_eq!(page.matches("<svg").count(), 4, "{page}");
+    servers.stop().await;
+}
+
 #[tokio::test]
 async fn bad_usage_exits_2_and_says_what_is_wrong() {
     for (args, says) in [

@@ -5,6 +5,7 @@ use std::{io::Write as _, net::IpAddr, path::PathBuf};
 use clap::Args;
 
 use crate::{
+    commands::bench::{DEV_PIDS_FILE, DevPids},
     failure::Failure,
     signal::shutdown_signal,
     stack::{LocalStack, StackSpec},
@@ -48,11 +49,17 @@ impl DevArgs {
 
 pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
     let stack = LocalStack::start(&args.spec()).await?;
+    // `lax bench` reads the pids to report the broker's and nats-server's CPU per message.
+    let pids_file = args.data_dir.join(DEV_PIDS_FILE);
+    let pids = DevPids::contents(std::process::id(), stack.nats_pid());
+    if let Err(error) = std::fs::write(&pids_file, pids) {
+        tracing::warn!(%error, file = %pids_file.display(), "cannot write the pid file");
+    }
     let banner = format!(
         "LAX dev stack is up — Ctrl-C to stop\n\
          \x20 NATS     {nats}  (nats-server pid {pid}, JetStream data in {data})\n\
          \x20 monitor  {monitor}/healthz\n\
-         \x20 gRPC     {grpc}  (LAX broker)\n\
+         \x20 gRPC     {grpc}  (LAX broker, pid {broker_pid}; pids in {pids_file})\n\
          \x20 metrics  {metrics}\n\
          \x20 tiers    memory · persistent (1 replica) · replicated with 1 replica: a single-node \
          dev server (production runs 3)\n\
@@ -62,6 +69,8 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
         data = args.data_dir.display(),
         monitor = stack.nats_monitor_url(),
         grpc = stack.grpc_addr(),
+        broker_pid = std::process::id(),
+        pids_file = pids_file.display(),
         metrics = stack.metrics_url(),
     );
     let mut stdout = std::io::stdout().lock();
@@ -70,7 +79,9 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
         .write_all(banner.as_bytes())
         .and_then(|()| stdout.flush());
     drop(stdout);
-    stack.run_until(shutdown_signal()).await?;
+    let stopped = stack.run_until(shutdown_signal()).await;
+    let _ = std::fs::remove_file(&pids_file);
+    stopped?;
     eprintln!("LAX dev stack stopped");
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Runs a workload: `concurrency` tasks publish `msgs` messages between them, optionally paced,
-//! recording each publish's latency in an HDR histogram.
+//! recording each publish's latency in an HDR histogram (and, paced, the pacer's lateness).
 
 use std::{
     future::Future,
@@ -7,13 +7,13 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use tokio::{task::JoinSet, time::Instant};
 
+use super::pacer::{Pacer, Schedule};
 use crate::failure::Failure;
 
 /// Longest latency the histograms hold; longer ones are recorded as this.
@@ -33,6 +33,11 @@ pub(super) struct Plan {
 pub(super) struct Run<E> {
     /// Publish latencies in nanoseconds.
     pub(super) latencies: Histogram<u64>,
+    /// Paced runs: how late each publish started after its due time, in nanoseconds. This is
+    /// part of the latencies; it is the bench's own error, not the publisher's.
+    pub(super) lateness: Option<Histogram<u64>>,
+    /// CPU ticks of the pacer thread (none unpaced).
+    pub(super) pacer_ticks: u64,
     /// When the first message was due.
     pub(super) started: Instant,
     /// The first failure, and how many publishes failed; a failure stops the run.
@@ -63,37 +68,52 @@ where
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let interval = plan
-        .rate
-        .map(|rate| Duration::from_secs_f64(1.0 / rate as f64));
+    let pacing = match plan.rate {
+        Some(rate) => {
+            let schedule = Schedule::new(started, rate);
+            let pacer = Pacer::start(schedule, plan.msgs, plan.concurrency, Arc::clone(&stop))
+                .map_err(|e| Failure::runtime(format!("cannot start the pacer thread: {e}")))?;
+            Some((schedule, pacer))
+        }
+        None => None,
+    };
     let mut tasks = JoinSet::new();
     for _ in 0..plan.concurrency {
-        let (next, stop, publish, progress) = (
+        let (next, stop, publish, progress, pacing) = (
             Arc::clone(&next),
             Arc::clone(&stop),
             publish.clone(),
             progress.clone(),
+            pacing.clone(),
         );
         tasks.spawn(async move {
             let mut latencies = latency_histogram();
+            let mut lateness = pacing.as_ref().map(|_| latency_histogram());
             let mut failure: Option<(E, u64)> = None;
-            while !stop.load(Ordering::Relaxed) {
+            loop {
+                if let Some((_, pacer)) = &pacing {
+                    pacer.next_due().await;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= plan.msgs {
                     break;
                 }
-                let due = match interval {
-                    Some(interval) => {
-                        let due = started + interval.mul_f64(index as f64);
-                        tokio::time::sleep_until(due).await;
+                let due = match &pacing {
+                    Some((schedule, _)) => {
+                        let due = schedule.due(index);
+                        if let Some(lateness) = &mut lateness {
+                            lateness.saturating_record(nanos_since(due));
+                        }
                         due
                     }
                     None => Instant::now(),
                 };
                 match publish(index).await {
                     Ok(()) => {
-                        let nanos = u64::try_from(due.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                        latencies.saturating_record(nanos.max(1));
+                        latencies.saturating_record(nanos_since(due).max(1));
                         progress.inc(1);
                     }
                     Err(error) => {
@@ -105,17 +125,22 @@ where
                     }
                 }
             }
-            (latencies, failure)
+            (latencies, lateness, failure)
         });
     }
     let mut latencies = latency_histogram();
+    let mut lateness = pacing.as_ref().map(|_| latency_histogram());
     let mut failure: Option<(E, u64)> = None;
     while let Some(joined) = tasks.join_next().await {
-        let (task_latencies, task_failure) =
+        let (task_latencies, task_lateness, task_failure) =
             joined.map_err(|e| Failure::runtime(format!("a benchmark task failed: {e}")))?;
         latencies
             .add(&task_latencies)
             .map_err(|e| Failure::runtime(format!("merging latency histograms: {e:?}")))?;
+        if let (Some(all), Some(task)) = (&mut lateness, &task_lateness) {
+            all.add(task)
+                .map_err(|e| Failure::runtime(format!("merging lateness histograms: {e:?}")))?;
+        }
         failure = match (failure, task_failure) {
             (Some((first, a)), Some((_, b))) => Some((first, a + b)),
             (first, other) => first.or(other),
@@ -123,9 +148,16 @@ where
     }
     Ok(Run {
         latencies,
+        lateness,
+        pacer_ticks: pacing.map_or(0, |(_, pacer)| pacer.ticks()),
         started,
         failure,
     })
+}
+
+/// Nanoseconds from `then` to now (0 if `then` is in the future).
+fn nanos_since(then: Instant) -> u64 {
+    u64::try_from(then.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -179,33 +211,45 @@ mod tests {
         assert!(run.latencies.len() < 10_000);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_rate_paces_the_messages_and_latency_counts_from_when_each_was_due() {
+    #[tokio::test]
+    async fn a_paced_run_publishes_every_message_once_and_records_the_lateness() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // Every message is due at once; this checks the bookkeeping, not the timing.
         let plan = Plan {
-            msgs: 50,
-            concurrency: 2,
-            rate: Some(100),
+            msgs: 500,
+            concurrency: 7,
+            rate: Some(u64::MAX),
         };
-        let begun = Instant::now();
-        let run = drive(plan, &ProgressBar::hidden(), |_| async {
-            tokio::time::sleep(Duration::from_millis(3)).await;
-            Ok::<(), String>(())
+        let recorder = Arc::clone(&seen);
+        let run = drive(plan, &ProgressBar::hidden(), move |index| {
+            let recorder = Arc::clone(&recorder);
+            async move {
+                recorder.lock().unwrap().push(index);
+                Ok::<(), String>(())
+            }
         })
         .await
         .unwrap();
-        // 50 messages at 100/s: the last is due after 490 ms.
-        assert!(
-            begun.elapsed() >= Duration::from_millis(490),
-            "{:?}",
-            begun.elapsed()
-        );
-        assert!(
-            begun.elapsed() < Duration::from_millis(600),
-            "{:?}",
-            begun.elapsed()
-        );
-        assert_eq!(run.latencies.len(), 50);
-        // 3 significant digits: 3 ms is stored as a value within 0.1 % of it.
-        assert!(run.latencies.min() >= 2_990_000, "{}", run.latencies.min());
+        assert_eq!(run.latencies.len(), 500);
+        assert_eq!(run.lateness.map(|l| l.len()), Some(500));
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..500).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_failure_stops_a_paced_run() {
+        let plan = Plan {
+            msgs: 1_000_000,
+            concurrency: 3,
+            rate: Some(1_000_000),
+        };
+        let run = drive(plan, &ProgressBar::hidden(), |index| async move {
+            if index == 5 { Err("boom") } else { Ok(()) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(run.failure, Some(("boom", 1)));
+        assert!(run.latencies.len() < 1_000_000);
     }
 }

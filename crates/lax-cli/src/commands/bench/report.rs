@@ -6,7 +6,7 @@ use hdrhistogram::Histogram;
 use lax_client::Route;
 use serde_json::json;
 
-use super::Workload;
+use super::{Workload, cpu::CpuPerMsg, e2e::Delivered};
 
 /// The percentiles reported, as (label, quantile).
 const PERCENTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
@@ -14,43 +14,157 @@ const PERCENTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)
 /// One measured run.
 #[derive(Debug)]
 pub(super) struct Figures {
-    label: &'static str,
-    concurrency: usize,
-    latencies: Histogram<u64>,
-    elapsed: Duration,
+    pub(super) label: &'static str,
+    pub(super) concurrency: usize,
+    /// Messages per publish call (1, or the batch size); latencies are per call.
+    pub(super) batch: u64,
+    pub(super) latencies: Histogram<u64>,
+    pub(super) elapsed: Duration,
+    /// Paced runs: the pacer's lateness.
+    pub(super) lateness: Option<Histogram<u64>>,
+    pub(super) cpu: Option<CpuPerMsg>,
+    /// `--e2e`: what the subscriber saw.
+    pub(super) delivered: Option<Delivered>,
 }
 
 impl Figures {
-    pub(super) fn new(
-        label: &'static str,
-        concurrency: usize,
-        latencies: Histogram<u64>,
-        elapsed: Duration,
-    ) -> Self {
-        Figures {
-            label,
-            concurrency,
-            latencies,
-            elapsed,
-        }
+    pub(super) fn msgs(&self) -> u64 {
+        self.latencies.len() * self.batch
     }
 
-    fn msgs(&self) -> u64 {
-        self.latencies.len()
-    }
-
-    fn msgs_per_sec(&self) -> f64 {
+    pub(super) fn msgs_per_sec(&self) -> f64 {
         self.msgs() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
 
     /// Latency at `quantile`, in microseconds.
-    fn quantile_us(&self, quantile: f64) -> f64 {
-        self.latencies.value_at_quantile(quantile) as f64 / 1e3
+    pub(super) fn quantile_us(&self, quantile: f64) -> f64 {
+        quantile_us(&self.latencies, quantile)
     }
 
     fn max_us(&self) -> f64 {
         self.latencies.max() as f64 / 1e3
     }
+
+    /// Every figure as JSON fields named with `prefix` (`""` for LAX, `"raw_"` for raw).
+    fn json_fields(&self, prefix: &str, size: usize) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = serde_json::Map::new();
+        let mut put = |name: &str, value: serde_json::Value| {
+            fields.insert(format!("{prefix}{name}"), value);
+        };
+        put("concurrency", json!(self.concurrency));
+        put("elapsed_s", json!(round2(self.elapsed.as_secs_f64())));
+        put("msgs_per_sec", json!(round2(self.msgs_per_sec())));
+        put(
+            "mb_per_sec",
+            json!(round2(self.msgs_per_sec() * size as f64 / 1e6)),
+        );
+        for (name, quantile) in JSON_PERCENTILES {
+            put(
+                &format!("{name}_us"),
+                json!(round2(self.quantile_us(quantile))),
+            );
+        }
+        put("max_us", json!(round2(self.max_us())));
+        if let Some(lateness) = &self.lateness {
+            for (name, quantile) in [("p50", 0.5), ("p99", 0.99)] {
+                put(
+                    &format!("pacer_lateness_{name}_us"),
+                    json!(round2(quantile_us(lateness, quantile))),
+                );
+            }
+            put(
+                "pacer_lateness_max_us",
+                json!(round2(lateness.max() as f64 / 1e3)),
+            );
+        }
+        if let Some(cpu) = &self.cpu {
+            put("client_cpu_us_per_msg", json!(round2(cpu.client)));
+            put("broker_cpu_us_per_msg", json!(cpu.broker.map(round2)));
+            put("server_cpu_us_per_msg", json!(cpu.server.map(round2)));
+        }
+        if let Some(delivered) = &self.delivered {
+            put("e2e_received", json!(delivered.received));
+            put("e2e_expected", json!(delivered.expected));
+            for (name, quantile) in JSON_PERCENTILES {
+                put(
+                    &format!("e2e_{name}_us"),
+                    json!(round2(quantile_us(&delivered.latencies, quantile))),
+                );
+            }
+        }
+        fields
+    }
+
+    /// The lines of this run in the text report.
+    fn text(&self, size: usize) -> String {
+        let mut text = format!(
+            "  {:<4} {:>12.0} msg/s {:>8.1} MB/s  in {:.2} s, {} in flight{}\n",
+            self.label,
+            self.msgs_per_sec(),
+            self.msgs_per_sec() * size as f64 / 1e6,
+            self.elapsed.as_secs_f64(),
+            self.concurrency,
+            if self.batch > 1 {
+                format!(" (batches of {})", self.batch)
+            } else {
+                String::new()
+            }
+        );
+        let per = if self.batch > 1 { " per batch" } else { "" };
+        let _ = writeln!(
+            text,
+            "       latency{per}{}",
+            percentiles_line(&self.latencies)
+        );
+        if let Some(delivered) = &self.delivered {
+            let _ = writeln!(
+                text,
+                "       publish→delivery{}  ({} of {} delivered)",
+                percentiles_line(&delivered.latencies),
+                delivered.received,
+                delivered.expected
+            );
+        }
+        if let Some(lateness) = &self.lateness {
+            let _ = writeln!(
+                text,
+                "       pacer lateness  p50 {}  p99 {}  max {}",
+                latency(quantile_us(lateness, 0.5)),
+                latency(quantile_us(lateness, 0.99)),
+                latency(lateness.max() as f64 / 1e3)
+            );
+        }
+        if let Some(cpu) = &self.cpu {
+            let mut line = format!("       CPU per message  client {:.2} µs", cpu.client);
+            if let Some(broker) = cpu.broker {
+                let _ = write!(line, "  broker {broker:.2} µs");
+            }
+            if let Some(server) = cpu.server {
+                let _ = write!(line, "  nats-server {server:.2} µs");
+            }
+            let _ = writeln!(text, "{line}");
+        }
+        text
+    }
+}
+
+/// The percentiles in JSON, as (field name, quantile).
+const JSON_PERCENTILES: [(&str, f64); 4] =
+    [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)];
+
+/// `h`'s value at `quantile`, in microseconds.
+fn quantile_us(h: &Histogram<u64>, quantile: f64) -> f64 {
+    h.value_at_quantile(quantile) as f64 / 1e3
+}
+
+/// `  p50 1.0 µs  p90 …  max …` for a text report.
+fn percentiles_line(h: &Histogram<u64>) -> String {
+    let mut line = String::new();
+    for (label, quantile) in PERCENTILES {
+        let _ = write!(line, "  {label} {}", latency(quantile_us(h, quantile)));
+    }
+    let _ = write!(line, "  max {}", latency(h.max() as f64 / 1e3));
+    line
 }
 
 /// LAX's figures, and raw async-nats' when compared.
@@ -62,12 +176,12 @@ pub(super) struct Comparison<'a> {
 }
 
 /// Rounds to 2 decimals for JSON.
-fn round2(value: f64) -> f64 {
+pub(super) fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
 /// `1.23 µs`, `45.6 ms`.
-fn latency(us: f64) -> String {
+pub(super) fn latency(us: f64) -> String {
     if us >= 1_000.0 {
         format!("{:.2} ms", us / 1e3)
     } else {
@@ -85,45 +199,32 @@ impl Comparison<'_> {
     /// One JSON object with the workload and the figures.
     pub(super) fn json(&self) -> serde_json::Value {
         let w = self.workload;
-        let lax = self.lax;
         let mut figures = json!({
             "route": w.route,
             "tier": w.tier,
             "subject": w.subject,
-            "msgs": lax.msgs(),
+            "msgs": self.lax.msgs(),
             "size": w.size,
-            "concurrency": w.plan.concurrency,
-            "rate": w.plan.rate,
-            "elapsed_s": round2(lax.elapsed.as_secs_f64()),
-            "msgs_per_sec": round2(lax.msgs_per_sec()),
-            "mb_per_sec": round2(lax.msgs_per_sec() * w.size as f64 / 1e6),
-            "p50_us": round2(lax.quantile_us(0.5)),
-            "p90_us": round2(lax.quantile_us(0.9)),
-            "p99_us": round2(lax.quantile_us(0.99)),
-            "p999_us": round2(lax.quantile_us(0.999)),
-            "max_us": round2(lax.max_us()),
+            "batch": w.batch,
+            "rate": w.plan.rate.map(|rate| rate * w.batch),
+            "e2e": w.e2e,
         });
-        if let (Some(raw), Some(ratio), Some(object)) =
-            (self.raw, self.ratio(), figures.as_object_mut())
-        {
-            object.extend([
-                ("raw_concurrency".to_owned(), json!(raw.concurrency)),
-                (
-                    "raw_msgs_per_sec".to_owned(),
-                    json!(round2(raw.msgs_per_sec())),
-                ),
-                ("raw_p50_us".to_owned(), json!(round2(raw.quantile_us(0.5)))),
-                (
-                    "raw_p99_us".to_owned(),
-                    json!(round2(raw.quantile_us(0.99))),
-                ),
-                (
-                    "raw_p999_us".to_owned(),
-                    json!(round2(raw.quantile_us(0.999))),
-                ),
-                ("raw_max_us".to_owned(), json!(round2(raw.max_us()))),
-                ("ratio".to_owned(), json!((ratio * 1000.0).round() / 1000.0)),
-            ]);
+        if let Some(object) = figures.as_object_mut() {
+            object.extend(self.lax.json_fields("", w.size));
+            if let (Some(raw), Some(ratio)) = (self.raw, self.ratio()) {
+                object.extend(raw.json_fields("raw_", w.size));
+                object.insert("ratio".to_owned(), json!((ratio * 1000.0).round() / 1000.0));
+                object.insert(
+                    "p99_minus_raw_us".to_owned(),
+                    json!(round2(self.lax.quantile_us(0.99) - raw.quantile_us(0.99))),
+                );
+                object.insert(
+                    "p999_over_raw".to_owned(),
+                    json!(round2(
+                        self.lax.quantile_us(0.999) / raw.quantile_us(0.999).max(f64::EPSILON)
+                    )),
+                );
+            }
         }
         figures
     }
@@ -143,26 +244,10 @@ impl Comparison<'_> {
             } else {
                 ""
             },
-            match w.plan.rate {
-                Some(rate) => format!("paced at {rate} msg/s"),
-                None => "unpaced".to_owned(),
-            }
+            pace(w)
         );
         for figures in std::iter::once(self.lax).chain(self.raw) {
-            let _ = writeln!(
-                text,
-                "  {:<4} {:>12.0} msg/s {:>8.1} MB/s  in {:.2} s, {} in flight",
-                figures.label,
-                figures.msgs_per_sec(),
-                figures.msgs_per_sec() * w.size as f64 / 1e6,
-                figures.elapsed.as_secs_f64(),
-                figures.concurrency
-            );
-            let mut line = String::from("       latency");
-            for (label, quantile) in PERCENTILES {
-                let _ = write!(line, "  {label} {}", latency(figures.quantile_us(quantile)));
-            }
-            let _ = writeln!(text, "{line}  max {}", latency(figures.max_us()));
+            text.push_str(&figures.text(w.size));
         }
         if let Some(ratio) = self.ratio() {
             let _ = writeln!(text, "  ratio LAX / raw throughput: {ratio:.3}");
@@ -216,10 +301,7 @@ th, td {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }}
             size = w.size,
             route = w.route,
             tier = w.tier,
-            pace = match w.plan.rate {
-                Some(rate) => format!("paced at {rate} msg/s"),
-                None => "unpaced".to_owned(),
-            },
+            pace = pace(w),
             svg = self.svg(),
         )
     }
@@ -326,6 +408,14 @@ th, td {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }}
     }
 }
 
+/// `paced at 5000 msg/s` or `unpaced`.
+fn pace(w: &Workload) -> String {
+    match w.plan.rate {
+        Some(rate) => format!("paced at {} msg/s", rate * w.batch),
+        None => "unpaced".to_owned(),
+    }
+}
+
 /// A power-of-ten latency as a short axis label: `1 ms`, `100 µs`, `0.1 µs`.
 fn tick_label(us: f64) -> String {
     if us >= 1_000.0 {
@@ -335,7 +425,7 @@ fn tick_label(us: f64) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -354,7 +444,20 @@ mod tests {
         for i in 0..10_000u64 {
             latencies.record(base_ns + i * 10).unwrap();
         }
-        Figures::new(label, 4, latencies, elapsed)
+        Figures {
+            label,
+            concurrency: 4,
+            batch: 1,
+            latencies,
+            elapsed,
+            lateness: None,
+            cpu: Some(CpuPerMsg {
+                client: 5.0,
+                broker: Some(3.5),
+                server: None,
+            }),
+            delivered: None,
+        }
     }
 
     fn workload() -> Workload {
@@ -363,6 +466,8 @@ mod tests {
             tier: Tier::Persistent,
             subject: "bench_<x>.broker".into(),
             size: 128,
+            batch: 1,
+            e2e: false,
             plan: Plan {
                 msgs: 10_000,
                 concurrency: 4,
@@ -391,6 +496,14 @@ mod tests {
         let p50 = json["p50_us"].as_f64().unwrap();
         assert!((50.0..52.0).contains(&p50), "{p50}");
         assert!(json["p999_us"].as_f64().unwrap() <= json["max_us"].as_f64().unwrap());
+        assert_eq!(json["raw_concurrency"], 4, "raw runs at LAX's concurrency");
+        assert_eq!(json["client_cpu_us_per_msg"], 5.0);
+        assert_eq!(json["broker_cpu_us_per_msg"], 3.5);
+        assert!(json["server_cpu_us_per_msg"].is_null());
+        // 500 ns apart at every percentile, within the histogram's 3 significant digits.
+        let p99_delta = json["p99_minus_raw_us"].as_f64().unwrap();
+        assert!((0.4..0.6).contains(&p99_delta), "{p99_delta}");
+        assert!(json.get("pacer_lateness_p99_us").is_none(), "unpaced");
     }
 
     #[test]
@@ -413,5 +526,40 @@ mod tests {
         );
         let text = comparison.text();
         assert!(text.contains("ratio LAX / raw throughput: 0.500"), "{text}");
+    }
+
+    #[test]
+    fn a_paced_end_to_end_run_reports_the_pacer_and_the_deliveries() {
+        let mut workload = workload();
+        workload.plan.rate = Some(5_000);
+        workload.e2e = true;
+        let mut lax = figures("LAX", 1_000, Duration::from_secs(2));
+        lax.lateness = Some(figures("late", 2_000, Duration::from_secs(1)).latencies);
+        lax.delivered = Some(Delivered {
+            latencies: figures("e2e", 3_000, Duration::from_secs(1)).latencies,
+            received: 9_999,
+            expected: 10_000,
+            ticks: 0,
+        });
+        let comparison = Comparison {
+            workload: &workload,
+            lax: &lax,
+            raw: None,
+        };
+        let text = comparison.text();
+        assert!(text.contains("paced at 5000 msg/s"), "{text}");
+        assert!(text.contains("pacer lateness  p50 52"), "{text}");
+        assert!(text.contains("(9999 of 10000 delivered)"), "{text}");
+        assert!(
+            text.contains("CPU per message  client 5.00 µs  broker 3.50 µs"),
+            "{text}"
+        );
+        let json = comparison.json();
+        assert_eq!(json["e2e_received"], 9_999);
+        let e2e_p50 = json["e2e_p50_us"].as_f64().unwrap();
+        assert!((52.9..54.0).contains(&e2e_p50), "{e2e_p50}");
+        let late_p99 = json["pacer_lateness_p99_us"].as_f64().unwrap();
+        assert!((100.0..102.0).contains(&late_p99), "{late_p99}");
+        assert!(json.get("ratio").is_none());
     }
 }
