@@ -311,11 +311,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
 async fn run_once(args: RunArgs) -> Result<(), Failure> {
     let workload = args.workload()?;
     let options = args.target.client.options()?;
-    let bench = Bench {
-        options: &options,
-        meter: args.target.meter()?,
-        show_progress: !args.json && std::io::stderr().is_terminal(),
-    };
+    let bench = Bench::new(&options, &args.target, args.json)?;
     let client = connect(&options).await?;
     let measured = bench.measure_lax(&client, &workload).await;
     let closed = client.close().await;
@@ -370,7 +366,17 @@ struct Bench<'a> {
 /// A publish call's error, as text.
 type Failed = String;
 
-impl Bench<'_> {
+impl<'a> Bench<'a> {
+    /// Measures runs against `options`' servers; a progress bar only on a terminal and without
+    /// `--json`.
+    fn new(options: &'a ClientOptions, target: &TargetArgs, json: bool) -> Result<Self, Failure> {
+        Ok(Bench {
+            options,
+            meter: target.meter()?,
+            show_progress: !json && std::io::stderr().is_terminal(),
+        })
+    }
+
     /// Measures LAX on `client`.
     async fn measure_lax(
         &self,

@@ -11,6 +11,9 @@ use super::{Workload, cpu::CpuPerMsg, e2e::Delivered};
 /// The percentiles reported, as (label, quantile).
 const PERCENTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
 
+/// The colours of LAX's and raw's curves in the plots.
+pub(super) const SERIES_COLORS: [&str; 2] = ["#1f6feb", "#d1731f"];
+
 /// One measured run.
 #[derive(Debug)]
 pub(super) struct Figures {
@@ -315,7 +318,6 @@ th, td {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }}
         const TOP: f64 = 20.0;
         const BOTTOM: f64 = 50.0;
         const STEPS_PER_NINE: u32 = 25;
-        const COLORS: [&str; 2] = ["#1f6feb", "#d1731f"];
 
         let runs: Vec<&Figures> = std::iter::once(self.lax).chain(self.raw).collect();
         // As many nines as the sample supports, at least 2 and at most 5.
@@ -387,7 +389,7 @@ th, td {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }}
             TOP + plot_h / 2.0
         );
         for (index, (figures, curve)) in runs.iter().zip(&curves).enumerate() {
-            let color = COLORS[index % COLORS.len()];
+            let color = SERIES_COLORS[index % SERIES_COLORS.len()];
             let points: Vec<String> = curve
                 .iter()
                 .map(|&(x, us)| format!("{:.1},{:.1}", px(x), py(us)))

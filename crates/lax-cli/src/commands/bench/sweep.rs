@@ -2,7 +2,7 @@
 //! one route, as a table and one self-contained HTML report with SVG plots (throughput and p99
 //! against concurrency, LAX beside raw).
 
-use std::{fmt::Write as _, io::IsTerminal as _, path::PathBuf};
+use std::{fmt::Write as _, path::PathBuf};
 
 use clap::Args;
 use serde_json::json;
@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{
     Bench, TargetArgs, Workload,
     driver::Plan,
-    report::{Figures, escape, latency, round2},
+    report::{Figures, SERIES_COLORS, escape, latency, round2},
 };
 use crate::{client_args::connect, failure::Failure};
 
@@ -81,11 +81,7 @@ impl SweepArgs {
 pub(super) async fn run(args: SweepArgs) -> Result<(), Failure> {
     let workloads = args.workloads()?;
     let options = args.target.client.options()?;
-    let bench = Bench {
-        options: &options,
-        meter: args.target.meter()?,
-        show_progress: !args.json && std::io::stderr().is_terminal(),
-    };
+    let bench = Bench::new(&options, &args.target, args.json)?;
     let client = connect(&options).await?;
     if !args.json {
         println!("{}", header());
@@ -306,7 +302,6 @@ pub(super) fn line_chart(
     const RIGHT: f64 = 15.0;
     const TOP: f64 = 30.0;
     const BOTTOM: f64 = 45.0;
-    const COLORS: [&str; 2] = ["#1f6feb", "#d1731f"];
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let values = series.iter().flat_map(|(_, v)| v.iter().copied());
@@ -376,7 +371,7 @@ pub(super) fn line_chart(
         HEIGHT - 6.0
     );
     for (index, (name, values)) in series.iter().enumerate() {
-        let color = COLORS[index % COLORS.len()];
+        let color = SERIES_COLORS[index % SERIES_COLORS.len()];
         let points: Vec<String> = values
             .iter()
             .enumerate()
