@@ -613,7 +613,7 @@ impl LaxClient {
         let request = options.into_request(subject.clone())?;
         let mut client = self.broker().broker_client()?;
         // Bounds the set-up only: the subscription itself lives as long as it is read.
-        let timeout = self.broker().options().publish_timeout;
+        let timeout = self.broker().options().call_timeout;
         let messages = match tokio::time::timeout(timeout, client.subscribe(request)).await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => return Err(status_to_error(&status, false)),
