@@ -98,7 +98,9 @@ pub use subscribe::{
 
 /// Installs a `tracing` subscriber printing to stderr, filtered by `RUST_LOG` when set, else
 /// by the options' `log_level`. For applications and examples that have no subscriber of
-/// their own; does nothing when one is already installed.
+/// their own (feature `init-tracing`; the library itself never installs one); does nothing
+/// when one is already installed.
+#[cfg(feature = "init-tracing")]
 pub fn init_tracing(options: &ClientOptions) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
