@@ -85,8 +85,7 @@ pub use client::{
     BatchMessage, BatchResult, ClientStack, LaxClient, LaxClientBuilder, PublishOptions,
 };
 pub use lax_core::{Ack, Error, ErrorKind, Headers, Receipt, Route, Tier, breaker::BreakerState};
-pub use lax_proto::broker::v1::ConsumerGroupConfig;
-pub use lax_transport_grpc::{BrokerAdmin, GroupJoin};
+pub use lax_transport_grpc::{BrokerAdmin, ConsumerGroupConfig, DeliverPolicy, GroupJoin};
 pub use lax_transport_nats::{ConnectionState, DirectMessage, DirectSubscription};
 pub use options::{
     BrokerTls, ClientOptions, ClientOptionsBuilder, NatsAuth, NatsTls, OverloadBehavior,
