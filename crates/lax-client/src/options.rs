@@ -752,8 +752,10 @@ mod tests {
 
     #[test]
     fn a_certificate_without_use_tls_is_refused() {
-        let mut o = ClientOptions::default();
-        o.tls_cert_path = Some("/etc/lax/ca.pem".into());
+        let o = ClientOptions {
+            tls_cert_path: Some("/etc/lax/ca.pem".into()),
+            ..ClientOptions::default()
+        };
         let err = o.validate().unwrap_err();
         assert!(err.message().contains("use_tls"), "{err}");
     }

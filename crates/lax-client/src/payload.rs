@@ -111,7 +111,7 @@ mod tests {
         fn send(data: impl Payload) -> (Bytes, Option<&'static str>) {
             data.into_payload().unwrap()
         }
-        let owned = vec![1u8, 2, 3];
+        let owned = Bytes::from(vec![1u8, 2, 3]);
         let borrowed: &[u8] = &owned[1..]; // not 'static
         assert_eq!(send(borrowed).0, Bytes::from_static(&[2, 3]));
         let array = [7u8; 4];
