@@ -146,12 +146,15 @@ async fn clients_keep_their_own_registries_and_install_no_global_recorder() {
         .await
         .unwrap();
     global_client.publish("own.d", "x").await.unwrap();
-    let names: Vec<String> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, _)| key.key().name().to_owned())
-        .collect();
+    let recorded_names = || -> Vec<String> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, _)| key.key().name().to_owned())
+            .collect()
+    };
+    let names = recorded_names();
     assert!(
         names.iter().any(|n| n == "global_publish_total"),
         "{names:?}"
@@ -166,12 +169,7 @@ async fn clients_keep_their_own_registries_and_install_no_global_recorder() {
     let silent = LaxClient::connect(disabled).await.unwrap();
     silent.publish("own.c", "x").await.unwrap();
     assert_eq!(silent.render_metrics(), "");
-    let names: Vec<String> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, _)| key.key().name().to_owned())
-        .collect();
+    let names = recorded_names();
     assert!(
         !names.iter().any(|n| n.starts_with("lax_client_")),
         "a client without metrics recorded {names:?}"
