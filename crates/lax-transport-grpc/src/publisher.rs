@@ -129,6 +129,11 @@ impl GrpcPublisher {
         self.inner.pool.options()
     }
 
+    /// The deadline of set-up calls (the options' `publish_timeout`).
+    pub(crate) fn publish_timeout(&self) -> Duration {
+        self.inner.pool.options().publish_timeout
+    }
+
     /// Number of connections in the pool.
     pub fn pool_size(&self) -> usize {
         self.inner.pool.size()
