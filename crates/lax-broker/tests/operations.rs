@@ -74,6 +74,38 @@ async fn unavailable_while_nats_is_down_and_recovers_without_a_restart() {
     h.broker.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_nats_server_turns_health_not_serving_within_seconds() {
+    use nix::{
+        sys::signal::{Signal, kill},
+        unistd::Pid,
+    };
+    let h = Harness::start().await;
+    let channel = Channel::from_shared(format!("http://{}", h.broker.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(health(channel.clone()).await, ServingStatus::Serving as i32);
+    let pid = Pid::from_raw(h.nats.pid().expect("running") as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let frozen = tokio::time::Instant::now();
+    let noticed = wait_until(Duration::from_secs(10), || {
+        health(channel.clone()).then_eq(ServingStatus::NotServing as i32)
+    })
+    .await;
+    let took = frozen.elapsed();
+    kill(pid, Signal::SIGCONT).unwrap();
+    println!("health NOT_SERVING {took:?} after nats-server froze");
+    noticed.expect("health turns NOT_SERVING within 10 s of a freeze");
+    wait_until(WAIT, || {
+        health(channel.clone()).then_eq(ServingStatus::Serving as i32)
+    })
+    .await
+    .expect("health turns SERVING again once it thaws");
+    h.broker.shutdown().await.unwrap();
+}
+
 trait ThenEq: Future<Output = i32> + Sized {
     async fn then_eq(self, expected: i32) -> bool {
         self.await == expected
