@@ -22,7 +22,7 @@ use lax_proto::broker::v1::{
     SubscribeRequest, broker_service_client::BrokerServiceClient,
     stream_manager_client::StreamManagerClient,
 };
-use lax_testkit::{NatsServer, wait_for, wait_until};
+use lax_testkit::{NatsServer, wait_until};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::{
     io::{AsyncBufReadExt as _, BufReader},

@@ -8,6 +8,7 @@
 //! as a smoke test.
 
 use std::{
+    future::IntoFuture as _,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -127,7 +128,8 @@ async fn fill(js: &jetstream::Context, messages: u64) {
         acks.push(
             js.publish(SUBJECT, payload.clone())
                 .await
-                .expect("publish sent"),
+                .expect("publish sent")
+                .into_future(),
         );
         if acks.len() >= 256 {
             acks.next().await.unwrap().expect("stored");

@@ -83,11 +83,9 @@ impl Pending {
     }
 }
 
-/// What the table knows of an ack id.
-#[derive(Debug)]
-pub(crate) enum Lookup {
-    /// Still pending: here is the entry.
-    Found(Pending),
+/// Why an ack id is not pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missing {
     /// Its ack wait elapsed; JetStream redelivers it.
     Expired,
     /// Never issued, already settled, or its subscription ended.
@@ -126,16 +124,16 @@ impl Ledger {
     }
 
     /// Takes a pending message out of the table (to settle it).
-    pub(crate) fn take(&self, ack_id: &str) -> Lookup {
+    pub(crate) fn take(&self, ack_id: &str) -> Result<Pending, Missing> {
         let now = Instant::now();
         let taken = lock(&self.pending).remove(ack_id);
         match taken {
             Some(pending) if pending.deadline > now => {
                 *lock(&self.last_settled) = now;
-                Lookup::Found(pending)
+                Ok(pending)
             }
-            Some(_) => Lookup::Expired,
-            None => Lookup::Unknown,
+            Some(_) => Err(Missing::Expired),
+            None => Err(Missing::Unknown),
         }
     }
 
@@ -146,7 +144,7 @@ impl Ledger {
 
     /// Restarts a pending message's ack wait (it is being worked on) and returns its ack
     /// subject.
-    pub(crate) fn extend(&self, ack_id: &str) -> Result<Subject, Lookup> {
+    pub(crate) fn extend(&self, ack_id: &str) -> Result<Subject, Missing> {
         let now = Instant::now();
         let mut pending = lock(&self.pending);
         match pending.get_mut(ack_id) {
@@ -157,9 +155,9 @@ impl Ledger {
             }
             Some(_) => {
                 pending.remove(ack_id);
-                Err(Lookup::Expired)
+                Err(Missing::Expired)
             }
-            None => Err(Lookup::Unknown),
+            None => Err(Missing::Unknown),
         }
     }
 
@@ -258,15 +256,18 @@ mod tests {
         assert!(Arc::ptr_eq(&registry.find(&one).unwrap(), &ledger));
         assert!(registry.find("nobody.1.1").is_none());
 
-        assert!(matches!(ledger.take(&one), Lookup::Found(_)));
-        assert!(matches!(ledger.take(&one), Lookup::Unknown), "settled once");
+        assert!(ledger.take(&one).is_ok());
+        assert!(
+            matches!(ledger.take(&one), Err(Missing::Unknown)),
+            "settled once"
+        );
 
         tokio::time::advance(Duration::from_secs(20)).await;
         assert!(ledger.extend(&two).is_ok());
         tokio::time::advance(Duration::from_secs(20)).await;
         assert_eq!(ledger.sweep(), 0, "in progress restarted the ack wait");
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(matches!(ledger.take(&two), Lookup::Expired));
+        assert!(matches!(ledger.take(&two), Err(Missing::Expired)));
 
         registry.close(&ledger);
         assert!(registry.find(&one).is_none());
@@ -300,21 +301,18 @@ mod tests {
         // The subscriber works through the others, one every 2 s; message 1 stays held.
         for seq in 2..=10 {
             tokio::time::advance(Duration::from_secs(2)).await;
-            assert!(matches!(
-                ledger.take(&ledger.ack_id(seq, 1)),
-                Lookup::Found(_)
-            ));
+            assert!(ledger.take(&ledger.ack_id(seq, 1)).is_ok());
             ledger.renew(max_lease);
         }
         assert_eq!(ledger.sweep(), 0, "renewed past its first ack wait");
-        assert!(matches!(ledger.extend(&held), Ok(_)));
+        assert!(ledger.extend(&held).is_ok());
         // It settles nothing more: no renewal after one ack wait.
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(ledger.renew(max_lease).len(), 1, "still settling recently");
         tokio::time::advance(Duration::from_secs(6)).await;
         assert!(ledger.renew(max_lease).is_empty());
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert!(matches!(ledger.take(&held), Lookup::Expired));
+        assert!(matches!(ledger.take(&held), Err(Missing::Expired)));
     }
 
     #[tokio::test(start_paused = true)]

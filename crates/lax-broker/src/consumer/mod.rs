@@ -76,7 +76,7 @@ use self::{
     dead_letter::DeadLetters,
     delivery::Subscription,
     group::{Comparison, LaxSettings, config_difference, group_consumer_config, group_of},
-    ledger::{Lookup, Registry},
+    ledger::{Missing, Registry},
     outbox::Outbox,
     spec::SubscribeSpec,
 };
@@ -417,11 +417,11 @@ impl ConsumerGroups {
         let (reply, taken) = match kind {
             AckKind::Progress => match ledger.extend(ack_id) {
                 Ok(reply) => (reply, None),
-                Err(lookup) => return Err(not_pending(ack_id, &lookup, &ledger)),
+                Err(missing) => return Err(not_pending(ack_id, missing, &ledger)),
             },
             _ => match ledger.take(ack_id) {
-                Lookup::Found(pending) => (pending.reply.clone(), Some(pending)),
-                lookup => return Err(not_pending(ack_id, &lookup, &ledger)),
+                Ok(pending) => (pending.reply.clone(), Some(pending)),
+                Err(missing) => return Err(not_pending(ack_id, missing, &ledger)),
             },
         };
         match self.confirm(reply, kind).await {
@@ -457,14 +457,14 @@ fn largest_message(client: &async_nats::Client) -> usize {
 }
 
 /// Why `ack_id` cannot be settled.
-fn not_pending(ack_id: &str, lookup: &Lookup, ledger: &ledger::Ledger) -> Status {
-    match lookup {
-        Lookup::Expired => Status::not_found(format!(
+fn not_pending(ack_id: &str, missing: Missing, ledger: &ledger::Ledger) -> Status {
+    match missing {
+        Missing::Expired => Status::not_found(format!(
             "ack_id {ack_id:?} expired: its ack wait of {:?} elapsed, so JetStream \
              redelivers the message (under a new ack_id)",
             ledger.ack_wait()
         )),
-        _ => unknown(ack_id),
+        Missing::Unknown => unknown(ack_id),
     }
 }
 

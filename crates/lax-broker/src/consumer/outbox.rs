@@ -18,7 +18,7 @@ use lax_proto::broker::v1 as pb;
 use tokio::sync::{Notify, mpsc};
 use tonic::Status;
 
-use super::ledger::{Ledger, Lookup};
+use super::ledger::Ledger;
 
 /// One queued message.
 #[derive(Debug)]
@@ -69,7 +69,7 @@ impl Stream for Outbox {
         Poll::Ready(next.map(|item| {
             item.map(|outgoing| {
                 if let Some(ack_id) = outgoing.ack_on_delivery
-                    && let Lookup::Found(pending) = self.ledger.take(&ack_id)
+                    && let Ok(pending) = self.ledger.take(&ack_id)
                 {
                     // A plain ack (no confirmation): the subscription asked for at-most-once
                     // handling from here on. Its credit share goes back with `pending`.
