@@ -18,8 +18,9 @@ use lax_broker::consumer::dead_letter::{
 };
 use lax_proto::broker::v1::{
     AckRequest, BatchPublishRequest, ConsumerGroupConfig, ConsumerGroupRequest,
-    CreateStreamRequest, Message, NackRequest, PublishOptions, PublishRequest, StreamConfig,
-    SubscribeOptions, SubscribeRequest, broker_service_client::BrokerServiceClient,
+    CreateStreamRequest, Message, NackRequest, PublishOptions, PublishRequest, SettleKind,
+    SettleRequest, Settlement, StreamConfig, SubscribeOptions, SubscribeRequest,
+    broker_service_client::BrokerServiceClient,
 };
 use lax_testkit::{wait_for, wait_until};
 use tokio::time::Instant;
@@ -745,5 +746,69 @@ async fn python_consumer_group_flows_join_and_deliver() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert!(refused.message().contains("subject_filter"), "{refused:?}");
+    h.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_answers_each_settlement_of_a_batch() {
+    let mut h = Harness::start().await;
+    create_stream(&mut h, "JOBS", "jobs.>").await;
+    let mut client = h.client.clone();
+    let mut messages = subscribe(
+        &mut client,
+        subscription("jobs.batch", "batch", "first", manual(30)),
+    )
+    .await;
+    publish(&mut client, "jobs.batch", 4).await;
+    let mut ack_ids = Vec::new();
+    for _ in 0..4 {
+        ack_ids.push(next(&mut messages).await.ack_id);
+    }
+    let settlement = |ack_id: &str, kind: SettleKind| Settlement {
+        ack_id: ack_id.into(),
+        kind: kind as i32,
+        delay_ms: 0,
+    };
+    let results = client
+        .settle(SettleRequest {
+            settlements: vec![
+                settlement(&ack_ids[0], SettleKind::Ack),
+                settlement("nobody.1.1", SettleKind::Ack),
+                settlement(&ack_ids[1], SettleKind::Ack),
+                settlement(&ack_ids[2], SettleKind::Term),
+                settlement(&ack_ids[3], SettleKind::Nack),
+                Settlement {
+                    kind: 42,
+                    ..settlement(&ack_ids[0], SettleKind::Ack)
+                },
+            ],
+        })
+        .await
+        .expect("answered")
+        .into_inner()
+        .results;
+    let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        [
+            0,
+            Code::NotFound as i32,
+            0,
+            0,
+            0,
+            Code::InvalidArgument as i32
+        ],
+        "{results:?}"
+    );
+    // The nacked one comes back at once; the others are done.
+    let again = next(&mut messages).await;
+    assert_eq!((again.sequence, again.delivery_count), (4, 2));
+    ack(&mut client, &again.ack_id).await.expect("acked");
+    wait_until(WAIT, || async {
+        let info = consumer_info(&h, "JOBS", "batch").await;
+        info.num_ack_pending == 0 && info.ack_floor.stream_sequence == 4
+    })
+    .await
+    .expect("every message settled");
     h.broker.shutdown().await.unwrap();
 }

@@ -169,12 +169,7 @@ async fn drain_lax(client: &LaxClient, group: &str, members: usize, messages: u6
             }))
         })
         .collect();
-    wait_for(&handled, messages).await;
-    let elapsed = started.elapsed();
-    for task in tasks {
-        task.abort();
-    }
-    messages as f64 / elapsed.as_secs_f64()
+    rate(started, tasks, &handled, messages).await
 }
 
 /// Drains the stream with `members` raw pull consumers sharing one durable; msgs/s.
@@ -203,18 +198,25 @@ async fn drain_raw(js: &jetstream::Context, durable: &str, members: usize, messa
             })
         })
         .collect();
-    wait_for(&handled, messages).await;
-    let elapsed = started.elapsed();
-    for task in tasks {
-        task.abort();
-    }
-    messages as f64 / elapsed.as_secs_f64()
+    rate(started, tasks, &handled, messages).await
 }
 
-async fn wait_for(handled: &AtomicU64, messages: u64) {
+/// Waits until `messages` were handled, stops the consumers and answers msgs/s since
+/// `started`.
+async fn rate(
+    started: Instant,
+    consumers: Vec<tokio::task::JoinHandle<impl Sized>>,
+    handled: &AtomicU64,
+    messages: u64,
+) -> f64 {
     let deadline = Instant::now() + DEADLINE;
     while handled.load(Ordering::Relaxed) < messages {
         assert!(Instant::now() < deadline, "not drained within {DEADLINE:?}");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    let elapsed = started.elapsed();
+    for consumer in consumers {
+        consumer.abort();
+    }
+    messages as f64 / elapsed.as_secs_f64()
 }

@@ -67,5 +67,6 @@ pub use pool::BrokerClient;
 pub use publisher::{GrpcPublisher, PublishFuture};
 pub use status::status_to_error;
 pub use subscriber::{
-    BrokerMessage, GrpcSubscription, MAX_BACKGROUND_SETTLES, Settle, Settler, SubscribeSpec,
+    BrokerMessage, GrpcSubscription, MAX_BACKGROUND_SETTLES, MAX_SETTLE_BATCH, Settle, Settler,
+    SubscribeSpec,
 };

@@ -4,9 +4,12 @@
 //!
 //! The subscription tells the broker it settles through the Ack calls (`uses_ack_rpc`), so
 //! the broker keeps every message it delivers until the subscriber settles it. Settling is
-//! pipelined: [`Settler::ack_in_background`] sends the Ack and returns at once (up to
-//! [`MAX_BACKGROUND_SETTLES`] in flight, then it waits for room), so a subscriber never
-//! waits one round trip per message; [`Settler::flush`] waits for what is still in flight.
+//! pipelined and batched: [`Settler::settle_in_background`] queues the settlement and
+//! returns at once (it waits only while [`MAX_BACKGROUND_SETTLES`] are unanswered); a task
+//! of the subscription sends what is queued in `Settle` calls of up to [`MAX_SETTLE_BATCH`],
+//! a few at a time, so a busy subscriber sends one call per batch, not one per message (a
+//! broker without `Settle` gets one Ack call per message). [`Settler::flush`] waits until
+//! everything queued has been answered.
 
 use std::{
     fmt,
@@ -19,13 +22,18 @@ use std::{
 use futures::{Stream, StreamExt as _};
 use lax_core::{Error, Headers};
 use lax_proto::broker::v1 as proto;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::{Response, Status, Streaming};
 
 use crate::{GrpcPublisher, pool::BrokerClient, status::status_to_error};
 
-/// Most settles [`Settler::ack_in_background`] keeps in flight per subscription.
-pub const MAX_BACKGROUND_SETTLES: usize = 1024;
+/// Most settlements queued or in flight per subscription before
+/// [`Settler::settle_in_background`] waits.
+pub const MAX_BACKGROUND_SETTLES: usize = 4096;
+/// Most settlements in one `Settle` call.
+pub const MAX_SETTLE_BATCH: usize = 512;
+/// `Settle` calls in flight at once per subscription.
+const SETTLE_CALLS_IN_FLIGHT: usize = 4;
 
 /// What to subscribe to, and the subscriber's flow control, in the broker's terms. Zero (or
 /// `None`) leaves a value to the broker, or in a group, to the group.
@@ -146,6 +154,23 @@ pub enum Settle {
 }
 
 impl Settle {
+    fn wire(self, ack_id: String) -> proto::Settlement {
+        let (kind, delay_ms) = match self {
+            Settle::Ack => (proto::SettleKind::Ack, 0),
+            Settle::Nack(delay) => (
+                proto::SettleKind::Nack,
+                i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+            ),
+            Settle::InProgress => (proto::SettleKind::InProgress, 0),
+            Settle::Term => (proto::SettleKind::Term, 0),
+        };
+        proto::Settlement {
+            ack_id,
+            kind: kind as i32,
+            delay_ms,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Settle::Ack => "ack",
@@ -163,6 +188,14 @@ pub struct Settler {
     client: BrokerClient,
     timeout: Duration,
     background: Arc<Semaphore>,
+    queue: mpsc::UnboundedSender<Queued>,
+}
+
+/// A settlement waiting for its batch; its permit is released once the broker answered.
+struct Queued {
+    settlement: proto::Settlement,
+    how: Settle,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl fmt::Debug for Settler {
@@ -185,42 +218,26 @@ impl Settler {
     /// `Rejected` when the broker no longer knows the delivery (settled already, ack wait
     /// elapsed, subscription ended); `Unavailable`/`TimedOut` when it could not confirm.
     pub async fn settle(&self, ack_id: &str, how: Settle) -> Result<(), Error> {
-        let mut client = self.client.clone();
-        let ack = || proto::AckRequest {
-            ack_id: ack_id.to_owned(),
-        };
-        let call = async move {
-            match how {
-                Settle::Ack => client.ack(ack()).await,
-                Settle::Nack(delay) => {
-                    client
-                        .nack(proto::NackRequest {
-                            ack_id: ack_id.to_owned(),
-                            delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-                        })
-                        .await
-                }
-                Settle::InProgress => client.in_progress(ack()).await,
-                Settle::Term => client.term(ack()).await,
-            }
-        };
-        confirmed(how, self.timeout, call).await
+        settle_one(self.client.clone(), self.timeout, ack_id, how).await
     }
 
-    /// Sends the settle and returns once it is on its way (waiting only while
-    /// [`MAX_BACKGROUND_SETTLES`] are in flight); a failure is logged, and the message comes
+    /// Queues the settlement and returns (waiting only while [`MAX_BACKGROUND_SETTLES`] are
+    /// unanswered); it goes out in the next batch. A failure is logged, and the message comes
     /// back after its ack wait.
     pub async fn settle_in_background(&self, ack_id: String, how: Settle) {
         let Ok(permit) = Arc::clone(&self.background).acquire_owned().await else {
             return;
         };
-        let settler = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = settler.settle(&ack_id, how).await {
-                tracing::warn!(%ack_id, %error, "settling a message failed; it is redelivered after its ack wait");
-            }
-            drop(permit);
-        });
+        let queued = Queued {
+            settlement: how.wire(ack_id),
+            how,
+            _permit: permit,
+        };
+        if self.queue.send(queued).is_err() {
+            tracing::warn!(
+                "the subscription's settle task is gone; the message comes back after its ack wait"
+            );
+        }
     }
 
     /// Acks `ack_id` in the background; see [`settle_in_background`](Self::settle_in_background).
@@ -228,10 +245,108 @@ impl Settler {
         self.settle_in_background(ack_id, Settle::Ack).await;
     }
 
-    /// Waits until every background settle has been answered.
+    /// Waits until every background settlement has been answered.
     pub async fn flush(&self) {
         let all = u32::try_from(MAX_BACKGROUND_SETTLES).unwrap_or(u32::MAX);
         drop(self.background.acquire_many(all).await);
+    }
+}
+
+/// One unary settle call, confirmed.
+async fn settle_one(
+    mut client: BrokerClient,
+    timeout: Duration,
+    ack_id: &str,
+    how: Settle,
+) -> Result<(), Error> {
+    let ack = || proto::AckRequest {
+        ack_id: ack_id.to_owned(),
+    };
+    let call = async {
+        match how {
+            Settle::Ack => client.ack(ack()).await,
+            Settle::Nack(delay) => {
+                client
+                    .nack(proto::NackRequest {
+                        ack_id: ack_id.to_owned(),
+                        delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                    })
+                    .await
+            }
+            Settle::InProgress => client.in_progress(ack()).await,
+            Settle::Term => client.term(ack()).await,
+        }
+    };
+    confirmed(how, timeout, call).await
+}
+
+/// Sends what the subscription queues, in batches, until every [`Settler`] is gone.
+async fn send_batches(
+    client: BrokerClient,
+    timeout: Duration,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+) {
+    let calls = Arc::new(Semaphore::new(SETTLE_CALLS_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        // While the calls in flight are answered, what is queued meanwhile joins one batch.
+        let Ok(call) = Arc::clone(&calls).acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_SETTLE_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let client = client.clone();
+        tokio::spawn(async move {
+            send_batch(client, timeout, batch).await;
+            drop(call);
+        });
+    }
+}
+
+async fn send_batch(mut client: BrokerClient, timeout: Duration, batch: Vec<Queued>) {
+    let request = proto::SettleRequest {
+        settlements: batch.iter().map(|q| q.settlement.clone()).collect(),
+    };
+    let answered = tokio::time::timeout(timeout, client.settle(request)).await;
+    match answered {
+        Ok(Ok(response)) => {
+            for (queued, result) in batch.iter().zip(response.into_inner().results) {
+                if result.code != 0 {
+                    tracing::warn!(ack_id = %queued.settlement.ack_id, code = result.code, error = %result.error, "settling a message failed; it is redelivered after its ack wait");
+                }
+            }
+        }
+        // A broker from before the Settle call: one call per message.
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+            let calls = batch.iter().map(|queued| {
+                settle_one(
+                    client.clone(),
+                    timeout,
+                    &queued.settlement.ack_id,
+                    queued.how,
+                )
+            });
+            for (queued, settled) in batch.iter().zip(futures::future::join_all(calls).await) {
+                if let Err(error) = settled {
+                    tracing::warn!(ack_id = %queued.settlement.ack_id, %error, "settling a message failed; it is redelivered after its ack wait");
+                }
+            }
+        }
+        Ok(Err(status)) => {
+            let error = status_to_error(&status, true);
+            tracing::warn!(settlements = batch.len(), %error, "settling messages failed; they are redelivered after their ack wait");
+        }
+        Err(_) => {
+            tracing::warn!(
+                settlements = batch.len(),
+                ?timeout,
+                "the broker did not answer a settle call; the messages are redelivered after their ack wait"
+            );
+        }
     }
 }
 
@@ -308,12 +423,15 @@ impl GrpcPublisher {
                 )));
             }
         };
+        let (queue, queued) = mpsc::unbounded_channel();
+        tokio::spawn(send_batches(client.clone(), timeout, queued));
         Ok(GrpcSubscription {
             messages,
             settler: Settler {
                 client,
                 timeout,
                 background: Arc::new(Semaphore::new(MAX_BACKGROUND_SETTLES)),
+                queue,
             },
         })
     }

@@ -406,6 +406,92 @@ impl ConsumerGroups {
 
     /// Tells JetStream what became of the message `ack_id` names and waits for its answer.
     async fn settle(&self, ack_id: &str, kind: AckKind) -> Result<pb::AckResponse, Status> {
+        let claim = self.claim(ack_id, kind)?;
+        match self.confirm(claim.reply.clone(), kind).await {
+            Ok(()) => Ok(pb::AckResponse { success: true }),
+            Err(reason) => Err(claim.give_back(&reason)),
+        }
+    }
+
+    /// Settles many messages in one call. The settlements of one subscription go out in
+    /// order on one connection, and JetStream's answer to the last of them confirms the lot
+    /// (it has taken every earlier one by then); one result per settlement, in order.
+    pub(crate) async fn settle_many(
+        &self,
+        request: pb::SettleRequest,
+    ) -> Result<pb::SettleResponse, Status> {
+        if request.settlements.len() > MAX_SETTLEMENTS {
+            return Err(Status::invalid_argument(format!(
+                "{} settlements in one call; at most {MAX_SETTLEMENTS}",
+                request.settlements.len()
+            )));
+        }
+        let mut results = vec![pb::SettleResult::default(); request.settlements.len()];
+        // Claims by subscription, in request order.
+        let mut claims: Vec<(String, Vec<(usize, Claim)>)> = Vec::new();
+        for (index, settlement) in request.settlements.into_iter().enumerate() {
+            let claimed =
+                settle_kind(&settlement).and_then(|kind| self.claim(&settlement.ack_id, kind));
+            match claimed {
+                Ok(claim) => {
+                    let subscription = claim.ledger.id().to_owned();
+                    match claims.iter_mut().find(|(id, _)| *id == subscription) {
+                        Some((_, group)) => group.push((index, claim)),
+                        None => claims.push((subscription, vec![(index, claim)])),
+                    }
+                }
+                Err(status) => results[index] = result_of(&status),
+            }
+        }
+        let sends = claims
+            .into_iter()
+            .map(|(_, group)| self.send_in_order(group));
+        for failed in futures::future::join_all(sends).await {
+            for (index, status) in failed {
+                results[index] = result_of(&status);
+            }
+        }
+        Ok(pb::SettleResponse { results })
+    }
+
+    /// Sends one subscription's claims: all but the last as plain publishes, the last as a
+    /// request whose answer confirms them all. Answers the failures, by index.
+    async fn send_in_order(&self, mut group: Vec<(usize, Claim)>) -> Vec<(usize, Status)> {
+        let Some((last_index, last)) = group.pop() else {
+            return Vec::new();
+        };
+        let mut failed = Vec::new();
+        let mut sent = Vec::new();
+        for (index, claim) in group {
+            let payload = Bytes::from(claim.kind);
+            match self
+                .inner
+                .client
+                .publish(claim.reply.clone(), payload)
+                .await
+            {
+                Ok(()) => sent.push((index, claim)),
+                Err(e) => failed.push((index, claim.give_back(&e.to_string()))),
+            }
+        }
+        match self.confirm(last.reply.clone(), last.kind).await {
+            Ok(()) => failed,
+            Err(reason) => {
+                // Which of the others JetStream took is unknown: each may be settled again
+                // (JetStream ignores a second ack of the same delivery).
+                failed.push((last_index, last.give_back(&reason)));
+                failed.extend(
+                    sent.into_iter()
+                        .map(|(index, claim)| (index, claim.give_back(&reason))),
+                );
+                failed
+            }
+        }
+    }
+
+    /// Takes the message `ack_id` names out of its subscription's table (or, for
+    /// in-progress, renews it there), to settle it.
+    fn claim(&self, ack_id: &str, kind: AckKind) -> Result<Claim, Status> {
         if ack_id.is_empty() {
             return Err(Status::invalid_argument(
                 "ack_id is empty (a subscription with manual_ack = false acks on delivery)",
@@ -424,18 +510,13 @@ impl ConsumerGroups {
                 Err(missing) => return Err(not_pending(ack_id, missing, &ledger)),
             },
         };
-        match self.confirm(reply, kind).await {
-            Ok(()) => Ok(pb::AckResponse { success: true }),
-            Err(reason) => {
-                if let Some(pending) = taken {
-                    ledger.restore(ack_id.to_owned(), pending);
-                }
-                Err(Status::unavailable(format!(
-                    "JetStream did not confirm the {} of {ack_id:?}: {reason}; try again",
-                    kind_name(kind)
-                )))
-            }
-        }
+        Ok(Claim {
+            ledger,
+            ack_id: ack_id.to_owned(),
+            kind,
+            reply,
+            taken,
+        })
     }
 
     /// Sends an ack of `kind` as a request, so that JetStream's answer confirms it.
@@ -446,6 +527,65 @@ impl ConsumerGroups {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {:?}", self.inner.request_timeout)),
         }
+    }
+}
+
+/// Most settlements in one Settle call.
+const MAX_SETTLEMENTS: usize = 10_000;
+
+/// A message taken out of its subscription's table to be settled.
+struct Claim {
+    ledger: Arc<ledger::Ledger>,
+    ack_id: String,
+    kind: AckKind,
+    reply: async_nats::Subject,
+    /// The entry, unless the settlement keeps it (in progress).
+    taken: Option<ledger::Pending>,
+}
+
+impl Claim {
+    /// The settlement could not be confirmed: the entry goes back so the subscriber may try
+    /// again; answers the UNAVAILABLE to report.
+    fn give_back(self, reason: &str) -> Status {
+        if let Some(pending) = self.taken {
+            self.ledger.restore(self.ack_id.clone(), pending);
+        }
+        Status::unavailable(format!(
+            "JetStream did not confirm the {} of {:?}: {reason}; try again",
+            kind_name(self.kind),
+            self.ack_id
+        ))
+    }
+}
+
+/// The JetStream ack of one settlement.
+fn settle_kind(settlement: &pb::Settlement) -> Result<AckKind, Status> {
+    Ok(match pb::SettleKind::try_from(settlement.kind) {
+        Ok(pb::SettleKind::Ack) => AckKind::Ack,
+        Ok(pb::SettleKind::InProgress) => AckKind::Progress,
+        Ok(pb::SettleKind::Term) => AckKind::Term,
+        Ok(pb::SettleKind::Nack) => {
+            let delay = u64::try_from(settlement.delay_ms).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "delay_ms is {}; it must not be negative",
+                    settlement.delay_ms
+                ))
+            })?;
+            AckKind::Nak((delay > 0).then(|| Duration::from_millis(delay)))
+        }
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown settle kind {}",
+                settlement.kind
+            )));
+        }
+    })
+}
+
+fn result_of(status: &Status) -> pb::SettleResult {
+    pb::SettleResult {
+        code: status.code() as i32,
+        error: status.message().to_owned(),
     }
 }
 
