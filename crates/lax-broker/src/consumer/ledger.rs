@@ -39,6 +39,7 @@ impl Registry {
             id: nuid::next().to_string(),
             ack_wait,
             pending: Mutex::new(HashMap::new()),
+            expired: Mutex::new(HashMap::new()),
             last_settled: Mutex::new(Instant::now()),
         });
         lock(&self.ledgers).insert(ledger.id.clone(), Arc::clone(&ledger));
@@ -56,6 +57,9 @@ impl Registry {
         lock(&self.ledgers).get(subscription).cloned()
     }
 }
+
+/// How long a swept ack id is remembered as expired, at least.
+const EXPIRED_KEPT: Duration = Duration::from_secs(30);
 
 /// A handed-out message.
 #[derive(Debug)]
@@ -98,6 +102,9 @@ pub(crate) struct Ledger {
     id: String,
     ack_wait: Duration,
     pending: Mutex<HashMap<String, Pending>>,
+    /// Ack ids swept out after their ack wait, by when they expired: a late settle is told
+    /// "expired", not "unknown", for another ack wait (at least [`EXPIRED_KEPT`]).
+    expired: Mutex<HashMap<String, Instant>>,
     /// When the subscriber last settled a message (or subscribed).
     last_settled: Mutex<Instant>,
 }
@@ -133,7 +140,16 @@ impl Ledger {
                 Ok(pending)
             }
             Some(_) => Err(Missing::Expired),
-            None => Err(Missing::Unknown),
+            None => Err(self.missing(ack_id)),
+        }
+    }
+
+    /// Why an ack id not in the table is missing.
+    fn missing(&self, ack_id: &str) -> Missing {
+        if lock(&self.expired).contains_key(ack_id) {
+            Missing::Expired
+        } else {
+            Missing::Unknown
         }
     }
 
@@ -157,7 +173,7 @@ impl Ledger {
                 pending.remove(ack_id);
                 Err(Missing::Expired)
             }
-            None => Err(Missing::Unknown),
+            None => Err(self.missing(ack_id)),
         }
     }
 
@@ -187,13 +203,28 @@ impl Ledger {
             .collect()
     }
 
-    /// Drops the entries whose ack wait elapsed; returns how many.
+    /// Drops the entries whose ack wait elapsed (giving back their credit, remembering
+    /// their ack ids as expired for a while); returns how many.
     pub(crate) fn sweep(&self) -> usize {
         let now = Instant::now();
-        let mut pending = lock(&self.pending);
-        let before = pending.len();
-        pending.retain(|_, entry| entry.deadline > now);
-        before - pending.len()
+        let swept: Vec<String> = {
+            let mut pending = lock(&self.pending);
+            let expired: Vec<String> = pending
+                .iter()
+                .filter(|(_, entry)| entry.deadline <= now)
+                .map(|(ack_id, _)| ack_id.clone())
+                .collect();
+            for ack_id in &expired {
+                pending.remove(ack_id);
+            }
+            expired
+        };
+        let kept = self.ack_wait.max(EXPIRED_KEPT);
+        let mut expired = lock(&self.expired);
+        expired.retain(|_, at| now.duration_since(*at) < kept);
+        let count = swept.len();
+        expired.extend(swept.into_iter().map(|ack_id| (ack_id, now)));
+        count
     }
 
     /// Takes the ack subject of every pending message still within its ack wait (the
@@ -282,9 +313,19 @@ mod tests {
         ledger.record(ledger.ack_id(2, 1), pending(2, wait).await);
         assert_eq!(ledger.sweep(), 1);
         assert_eq!(ledger.len(), 1);
+        assert!(
+            matches!(ledger.take(&ledger.ack_id(1, 1)), Err(Missing::Expired)),
+            "a swept ack id is still known as expired"
+        );
         let drained = ledger.drain();
         assert_eq!(drained.len(), 1);
         assert_eq!(ledger.len(), 0);
+        tokio::time::advance(EXPIRED_KEPT).await;
+        ledger.sweep();
+        assert!(matches!(
+            ledger.take(&ledger.ack_id(1, 1)),
+            Err(Missing::Unknown)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
