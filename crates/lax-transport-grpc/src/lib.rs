@@ -53,6 +53,7 @@ mod admin;
 mod auth;
 mod convert;
 mod drain;
+mod group;
 mod options;
 mod pool;
 mod publisher;
@@ -62,6 +63,7 @@ mod subscriber;
 
 pub use admin::{BrokerAdmin, GroupJoin};
 pub use auth::BearerAuth;
+pub use group::{ConsumerGroupConfig, DeliverPolicy};
 pub use options::{GrpcOptions, PublishMode, TlsOptions};
 pub use pool::BrokerClient;
 pub use publisher::{GrpcPublisher, PublishFuture};

@@ -129,9 +129,9 @@ impl GrpcPublisher {
         self.inner.pool.options()
     }
 
-    /// The deadline of set-up calls (the options' `publish_timeout`).
-    pub(crate) fn publish_timeout(&self) -> Duration {
-        self.inner.pool.options().publish_timeout
+    /// The deadline of calls other than publishes (the options' `call_timeout`).
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.inner.pool.options().call_timeout
     }
 
     /// Number of connections in the pool.
@@ -150,7 +150,7 @@ impl GrpcPublisher {
         Ok(BrokerAdmin::new(
             lease.channel(),
             self.inner.pool.auth().clone(),
-            self.inner.pool.options().publish_timeout,
+            self.inner.pool.options().call_timeout,
         ))
     }
 

@@ -403,7 +403,8 @@ impl Stream for GrpcSubscription {
 
 impl GrpcPublisher {
     /// Opens a subscription on one of the pool's connections. Returns once the broker has
-    /// set up the consumer; the options' `publish_timeout` bounds that set-up only.
+    /// set up the consumer; the options' `call_timeout` bounds that set-up and each
+    /// settle call.
     ///
     /// # Errors
     ///
@@ -413,7 +414,7 @@ impl GrpcPublisher {
     pub async fn subscribe(&self, spec: SubscribeSpec) -> Result<GrpcSubscription, Error> {
         let request = spec.into_request()?;
         let mut client = self.broker_client()?;
-        let timeout = self.publish_timeout();
+        let timeout = self.call_timeout();
         let messages = match tokio::time::timeout(timeout, client.subscribe(request)).await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => return Err(status_to_error(&status, false)),
