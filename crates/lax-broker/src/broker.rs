@@ -18,7 +18,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::BrokerConfig,
-    consumer::{ConsumerGroups, ConsumerSettings},
+    consumer::{ConsumeLimits, ConsumerGroups, ConsumerSettings},
     error::BrokerError,
     jsapi::JsApi,
     metrics::{self, BrokerMetrics},
@@ -37,6 +37,17 @@ const HEALTH_SERVICES: [&str; 3] = [
 
 /// Longest wait for NATS to take the last writes at shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the gRPC server pings an idle HTTP/2 connection, and how long it waits for the
+/// answer before closing it: a client that vanished without a FIN frees its streams (and the
+/// messages they hold) within seconds, not at the next TCP timeout.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keepalive on accepted connections, for peers that stop answering below HTTP/2.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// How often the broker pings NATS; two unanswered pings count as a lost connection.
+const NATS_PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// First pause between reconnection attempts; it doubles up to the configured maximum.
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(50);
@@ -144,17 +155,26 @@ impl BrokerBuilder {
 
         let metrics = BrokerMetrics::new();
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        let (connected_tx, mut connected_rx) = watch::channel(false);
-        let client = connect(&config, connected_tx).await?;
+        // Publishing and consuming get a connection each: a subscriber that overruns its
+        // connection (a slow-consumer disconnect) must not cut publishers off, and the reverse.
+        let (connected_tx, connected_rx) = watch::channel(false);
+        let client = connect(&config, "lax-broker", connected_tx).await?;
+        let (consume_connected_tx, consume_connected_rx) = watch::channel(false);
+        let consume_client = connect(&config, "lax-broker-consume", consume_connected_tx).await?;
         let shutdown = CancellationToken::new();
         let health_task = tokio::spawn(follow_connection(
-            connected_rx.clone(),
+            [connected_rx.clone(), consume_connected_rx.clone()],
             reporter,
             metrics.clone(),
             shutdown.clone(),
         ));
         let connect_timeout = Duration::from_millis(config.nats_connect_timeout_ms);
-        if tokio::time::timeout(connect_timeout, connected_rx.wait_for(|up| *up))
+        let both_up = async {
+            let (mut publish, mut consume) = (connected_rx, consume_connected_rx);
+            let _ = publish.wait_for(|up| *up).await;
+            let _ = consume.wait_for(|up| *up).await;
+        };
+        if tokio::time::timeout(connect_timeout, both_up)
             .await
             .is_err()
         {
@@ -189,11 +209,19 @@ impl BrokerBuilder {
         let broker_service = BrokerServiceImpl::new(
             core,
             ConsumerGroups::new(
-                api.clone(),
-                client.clone(),
+                JsApi::new(consume_client.clone(), config.publish_timeout()),
+                consume_client.clone(),
                 ConsumerSettings {
                     dead_letter_replicas: usize::from(config.replicated_replicas),
                     request_timeout: config.publish_timeout(),
+                    limits: ConsumeLimits {
+                        subscriber_messages: config.subscriber_max_inflight as usize,
+                        subscriber_bytes: config.subscriber_max_inflight_bytes,
+                        total_messages: config.consume_max_inflight,
+                        total_bytes: config.consume_max_inflight_bytes,
+                    },
+                    max_lease: Duration::from_millis(config.max_lease_ms),
+                    metrics: metrics.clone(),
                 },
                 shutdown.clone(),
             ),
@@ -213,6 +241,9 @@ impl BrokerBuilder {
         let auth = crate::security::require_bearer_token(&config)?;
         let router = crate::security::with_tls(Server::builder(), &config)?
             .concurrency_limit_per_connection(config.max_concurrent_requests as usize)
+            .max_concurrent_streams(config.max_concurrent_requests)
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .load_shed(true)
             .layer(tower_http::trace::TraceLayer::new_for_grpc())
             .add_service(health_service)
@@ -232,9 +263,10 @@ impl BrokerBuilder {
                 auth,
             ));
         // tonic sets TCP_NODELAY only on sockets it binds itself: without it, Nagle holds a
-        // small ack back until the client's delayed ACK (up to 40 ms), the tail latency of
-        // every acked publish.
-        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        // small response (an ack) back until the client's delayed ACK, up to 40 ms per call.
+        let incoming = TcpIncoming::from(grpc_listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(TCP_KEEPALIVE));
         let grpc = tokio::spawn(
             router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
         );
@@ -246,7 +278,7 @@ impl BrokerBuilder {
             grpc_addr,
             metrics_addr,
             metrics,
-            client,
+            clients: [client, consume_client],
             shutdown,
             grpc,
             metrics_task,
@@ -276,6 +308,7 @@ fn local_addr(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, B
 /// a client that keeps retrying in the background is returned.
 async fn connect(
     config: &BrokerConfig,
+    name: &str,
     connected: watch::Sender<bool>,
 ) -> Result<async_nats::Client, BrokerError> {
     let urls = config.resolved_nats_urls();
@@ -284,7 +317,7 @@ async fn connect(
         message,
     };
     let connected = Arc::new(connected);
-    match connect_options(config, &connected)
+    match connect_options(config, name, &connected)
         .await?
         .connect(urls.as_slice())
         .await
@@ -295,7 +328,7 @@ async fn connect(
             None => tracing::debug!(error = %e, "first NATS connection attempt failed; retrying"),
         },
     }
-    connect_options(config, &connected)
+    connect_options(config, name, &connected)
         .await?
         .retry_on_initial_connect()
         .connect(urls.as_slice())
@@ -306,12 +339,16 @@ async fn connect(
 /// The broker's NATS connection options, with its credentials and TLS settings.
 async fn connect_options(
     config: &BrokerConfig,
+    name: &str,
     connected: &Arc<watch::Sender<bool>>,
 ) -> Result<ConnectOptions, BrokerError> {
     let max_delay = Duration::from_millis(config.nats_reconnect_max_delay_ms);
     let connected = Arc::clone(connected);
     let options = ConnectOptions::new()
-        .name("lax-broker")
+        .name(name)
+        // A server that stops answering (frozen, or a network that drops everything) is
+        // noticed after two missed pings: the broker turns NOT_SERVING within seconds.
+        .ping_interval(NATS_PING_INTERVAL)
         .max_reconnects(None)
         .connection_timeout(Duration::from_millis(config.nats_connect_timeout_ms))
         .reconnect_delay_callback(move |attempts| {
@@ -344,15 +381,16 @@ async fn connect_options(
     crate::security::apply_nats_security(options, config).await
 }
 
-/// Keeps the health status and the connection gauge in step with the NATS connection.
+/// Keeps the health status and the connection gauge in step with the NATS connections
+/// (SERVING while all of them are up).
 async fn follow_connection(
-    mut connected: watch::Receiver<bool>,
+    mut connected: [watch::Receiver<bool>; 2],
     reporter: HealthReporter,
     metrics: BrokerMetrics,
     shutdown: CancellationToken,
 ) {
     loop {
-        let up = *connected.borrow_and_update();
+        let up = connected.iter_mut().all(|c| *c.borrow_and_update());
         metrics.set_connected(up);
         let status = if up {
             ServingStatus::Serving
@@ -362,8 +400,10 @@ async fn follow_connection(
         for service in HEALTH_SERVICES {
             reporter.set_service_status(service, status).await;
         }
+        let [publish, consume] = &mut connected;
         tokio::select! {
-            changed = connected.changed() => if changed.is_err() { return },
+            changed = publish.changed() => if changed.is_err() { return },
+            changed = consume.changed() => if changed.is_err() { return },
             () = shutdown.cancelled() => {
                 for service in HEALTH_SERVICES {
                     reporter.set_service_status(service, ServingStatus::NotServing).await;
@@ -380,7 +420,8 @@ pub struct RunningBroker {
     grpc_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     metrics: BrokerMetrics,
-    client: async_nats::Client,
+    /// The publishing and the consuming connection.
+    clients: [async_nats::Client; 2],
     shutdown: CancellationToken,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     metrics_task: Option<JoinHandle<()>>,
@@ -443,11 +484,15 @@ impl RunningBroker {
             tracing::warn!(error = %e, "health task failed");
         }
         // Flushing waits for a connection; while NATS is down there is nothing to flush.
-        if self.client.connection_state() == async_nats::connection::State::Connected {
-            match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not flush NATS"),
-                Err(_) => tracing::warn!(timeout = ?FLUSH_TIMEOUT, "NATS flush did not finish"),
+        for client in &self.clients {
+            if client.connection_state() == async_nats::connection::State::Connected {
+                match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not flush NATS"),
+                    Err(_) => {
+                        tracing::warn!(timeout = ?FLUSH_TIMEOUT, "NATS flush did not finish");
+                    }
+                }
             }
         }
         match served {

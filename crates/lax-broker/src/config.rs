@@ -153,6 +153,48 @@ pub struct BrokerConfig {
     )]
     pub max_concurrent_requests: u32,
 
+    /// Most messages one subscriber has delivered and not yet settled: caps the
+    /// subscriber's own `max_inflight` (which is used when lower). The broker pulls from
+    /// JetStream only as much as a subscriber has room for.
+    #[arg(
+        long,
+        env = "LAX_BROKER_SUBSCRIBER_MAX_INFLIGHT",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub subscriber_max_inflight: u32,
+
+    /// Most payload bytes one subscriber has delivered and not yet settled (raised to the
+    /// NATS server's max_payload when lower, so that any message fits).
+    #[arg(
+        long,
+        env = "LAX_BROKER_SUBSCRIBER_MAX_INFLIGHT_BYTES",
+        default_value_t = 8 * 1024 * 1024
+    )]
+    pub subscriber_max_inflight_bytes: usize,
+
+    /// Most messages delivered and not yet settled across all subscribers of the broker.
+    #[arg(
+        long,
+        env = "LAX_BROKER_CONSUME_MAX_INFLIGHT",
+        default_value_t = 100_000
+    )]
+    pub consume_max_inflight: usize,
+
+    /// Most bytes delivered and not yet settled across all subscribers of the broker
+    /// (raised to the per-subscriber limit when lower).
+    #[arg(
+        long,
+        env = "LAX_BROKER_CONSUME_MAX_INFLIGHT_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub consume_max_inflight_bytes: usize,
+
+    /// Longest time the broker keeps a delivered message leased for a subscriber that is
+    /// still connected and settling messages (it renews JetStream's ack wait meanwhile).
+    #[arg(long, env = "LAX_BROKER_MAX_LEASE_MS", default_value_t = 3_600_000)]
+    pub max_lease_ms: u64,
+
     /// How long a graceful shutdown waits for in-flight requests before closing anyway.
     #[arg(long, env = "LAX_BROKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
     pub shutdown_timeout_ms: u64,
@@ -284,6 +326,11 @@ impl BrokerConfig {
             stream_cache_ttl_ms: 60_000,
             max_request_bytes: 16 * 1024 * 1024,
             max_concurrent_requests: 10_000,
+            subscriber_max_inflight: 1_000,
+            subscriber_max_inflight_bytes: 8 * 1024 * 1024,
+            consume_max_inflight: 100_000,
+            consume_max_inflight_bytes: 64 * 1024 * 1024,
+            max_lease_ms: 3_600_000,
             shutdown_timeout_ms: 30_000,
             tls_cert: None,
             tls_key: None,
@@ -369,6 +416,7 @@ impl BrokerConfig {
             (self.stream_window, "stream-window"),
             (self.batch_window, "batch-window"),
             (self.max_concurrent_requests, "max-concurrent-requests"),
+            (self.subscriber_max_inflight, "subscriber-max-inflight"),
         ] {
             if value == 0 {
                 return Err(BrokerError::Config(format!("{name} must be at least 1")));
@@ -376,6 +424,7 @@ impl BrokerConfig {
         }
         for (value, name) in [
             (self.publish_timeout_ms, "publish-timeout-ms"),
+            (self.max_lease_ms, "max-lease-ms"),
             (self.nats_connect_timeout_ms, "nats-connect-timeout-ms"),
             (
                 self.nats_reconnect_max_delay_ms,
@@ -387,6 +436,9 @@ impl BrokerConfig {
                     "{name} must be greater than 0"
                 )));
             }
+        }
+        if self.consume_max_inflight == 0 {
+            return bad("consume-max-inflight must be at least 1");
         }
         if self.max_request_bytes == 0 {
             return bad("max-request-bytes must be greater than 0");

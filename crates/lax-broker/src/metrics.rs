@@ -29,6 +29,11 @@ pub const INFLIGHT_PUBLISHES: &str = "lax_broker_inflight_publishes";
 pub const JETSTREAM_ERRORS_TOTAL: &str = "lax_broker_jetstream_errors_total";
 /// 1 while the NATS connection is up, else 0.
 pub const NATS_CONNECTED: &str = "lax_broker_nats_connected";
+/// Gauge: messages delivered to subscribers and not yet settled, by stream and consumer (a
+/// group's members add up; a subscription without a group has a consumer of its own).
+pub const CONSUMER_INFLIGHT_MESSAGES: &str = "lax_broker_consumer_inflight_messages";
+/// Gauge: bytes of the messages counted by [`CONSUMER_INFLIGHT_MESSAGES`].
+pub const CONSUMER_INFLIGHT_BYTES: &str = "lax_broker_consumer_inflight_bytes";
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -113,6 +118,16 @@ impl BrokerMetrics {
             None,
             "1 while the NATS connection is up".into(),
         );
+        recorder.describe_gauge(
+            KeyName::from_const_str(CONSUMER_INFLIGHT_MESSAGES),
+            None,
+            "messages delivered to subscribers and not yet settled, by stream and consumer".into(),
+        );
+        recorder.describe_gauge(
+            KeyName::from_const_str(CONSUMER_INFLIGHT_BYTES),
+            Some(Unit::Bytes),
+            "bytes delivered to subscribers and not yet settled, by stream and consumer".into(),
+        );
         let inflight =
             recorder.register_gauge(&Key::from_static_name(INFLIGHT_PUBLISHES), &METADATA);
         let connected = recorder.register_gauge(&Key::from_static_name(NATS_CONNECTED), &METADATA);
@@ -196,6 +211,26 @@ impl BrokerMetrics {
     }
 
     /// Counts one JetStream failure.
+    /// The in-flight gauges of one consumer.
+    pub(crate) fn consumer_inflight(
+        &self,
+        stream: &str,
+        consumer: &str,
+    ) -> crate::consumer::InflightGauges {
+        let gauge = |name: &'static str| {
+            let labels = vec![
+                Label::new("stream", stream.to_owned()),
+                Label::new("consumer", consumer.to_owned()),
+            ];
+            self.recorder
+                .register_gauge(&Key::from_parts(name, labels), &METADATA)
+        };
+        crate::consumer::InflightGauges {
+            messages: gauge(CONSUMER_INFLIGHT_MESSAGES),
+            bytes: gauge(CONSUMER_INFLIGHT_BYTES),
+        }
+    }
+
     pub(crate) fn jetstream_error(&self, kind: &'static str) {
         let labels = vec![Label::new("kind", kind)];
         self.recorder

@@ -17,8 +17,9 @@ use lax_broker::consumer::dead_letter::{
     ORIGINAL_STREAM_HEADER, ORIGINAL_SUBJECT_HEADER,
 };
 use lax_proto::broker::v1::{
-    AckRequest, BatchPublishRequest, CreateStreamRequest, Message, NackRequest, PublishOptions,
-    PublishRequest, StreamConfig, SubscribeOptions, SubscribeRequest,
+    AckRequest, BatchPublishRequest, ConsumerGroupConfig, ConsumerGroupRequest,
+    CreateStreamRequest, Message, NackRequest, PublishOptions, PublishRequest, SettleKind,
+    SettleRequest, Settlement, StreamConfig, SubscribeOptions, SubscribeRequest,
     broker_service_client::BrokerServiceClient,
 };
 use lax_testkit::{wait_for, wait_until};
@@ -83,6 +84,7 @@ fn subscription(
 fn manual(ack_wait_seconds: i32) -> SubscribeOptions {
     SubscribeOptions {
         manual_ack: true,
+        uses_ack_rpc: true,
         ack_wait_seconds,
         ..Default::default()
     }
@@ -632,5 +634,181 @@ async fn flow_controlled_subscriptions_deliver_everything_in_order() {
     }
     let info = consumer_info(&h, "LOG", "paced").await;
     assert_eq!((info.num_ack_pending, info.num_pending), (0, 0));
+    h.broker.shutdown().await.unwrap();
+}
+
+/// The Python SDK's defaults: a group with max_ack_pending 1000 and max_deliver 5, members
+/// with max_inflight 100, prefetch 10, flow control on, and no Ack call.
+fn python_group(name: &str, stream: &str, filter: &str) -> ConsumerGroupRequest {
+    ConsumerGroupRequest {
+        name: name.into(),
+        stream: stream.into(),
+        subject_filter: filter.into(),
+        config: Some(ConsumerGroupConfig {
+            deliver_policy: "new".into(),
+            max_deliver: 5,
+            ack_wait_seconds: 30,
+            max_ack_pending: 1000,
+            ..Default::default()
+        }),
+    }
+}
+
+fn python_member() -> SubscribeOptions {
+    SubscribeOptions {
+        max_inflight: 100,
+        manual_ack: true,
+        max_deliver: 5,
+        prefetch: 10,
+        enable_flow_control: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_consumer_group_flows_join_and_deliver() {
+    let mut h = Harness::start().await;
+    create_stream(&mut h, "E5D", "e5d.>").await;
+    create_stream(&mut h, "ORDERS", "orders.>").await;
+    let mut client = h.client.clone();
+
+    // A group over the whole stream (`>`), joined by a member naming one subject: it gets
+    // everything the group's filter selects.
+    client
+        .create_consumer_group(python_group("jobs", "E5D", ">"))
+        .await
+        .expect("group created");
+    let mut jobs = subscribe(
+        &mut client,
+        subscription("e5d.jobs", "jobs", "", python_member()),
+    )
+    .await;
+    publish(&mut client, "e5d.jobs", 1).await;
+    publish(&mut client, "e5d.other", 1).await;
+    let (first, second) = (next(&mut jobs).await, next(&mut jobs).await);
+    assert_eq!(
+        (first.subject.as_str(), second.subject.as_str()),
+        ("e5d.jobs", "e5d.other")
+    );
+    assert!(
+        first.ack_id.is_empty(),
+        "an old-contract member is acked by the broker"
+    );
+
+    // A group on `orders.*` joined on `orders.*`.
+    client
+        .create_consumer_group(python_group("billing", "ORDERS", "orders.*"))
+        .await
+        .expect("group created");
+    let mut orders = subscribe(
+        &mut client,
+        subscription("orders.*", "billing", "", python_member()),
+    )
+    .await;
+    publish(&mut client, "orders.created", 3).await;
+    for _ in 0..3 {
+        assert_eq!(next(&mut orders).await.subject, "orders.created");
+    }
+    wait_until(WAIT, || async {
+        let info = consumer_info(&h, "ORDERS", "billing").await;
+        info.num_ack_pending == 0 && info.ack_floor.stream_sequence == 3
+    })
+    .await
+    .expect("acked by the broker on hand-over");
+
+    // Only the group's own settings conflict, and the error names both values.
+    let refused = client
+        .subscribe(subscription(
+            "orders.*",
+            "billing",
+            "",
+            SubscribeOptions {
+                ack_wait_seconds: 5,
+                ..python_member()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("ack_wait is 30s, asked for 5s"),
+        "{refused:?}"
+    );
+    // A subject the group's filter never matches is refused.
+    let refused = client
+        .subscribe(subscription(
+            "orders.eu.created",
+            "billing",
+            "",
+            python_member(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("subject_filter"), "{refused:?}");
+    h.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_answers_each_settlement_of_a_batch() {
+    let mut h = Harness::start().await;
+    create_stream(&mut h, "JOBS", "jobs.>").await;
+    let mut client = h.client.clone();
+    let mut messages = subscribe(
+        &mut client,
+        subscription("jobs.batch", "batch", "first", manual(30)),
+    )
+    .await;
+    publish(&mut client, "jobs.batch", 4).await;
+    let mut ack_ids = Vec::new();
+    for _ in 0..4 {
+        ack_ids.push(next(&mut messages).await.ack_id);
+    }
+    let settlement = |ack_id: &str, kind: SettleKind| Settlement {
+        ack_id: ack_id.into(),
+        kind: kind as i32,
+        delay_ms: 0,
+    };
+    let results = client
+        .settle(SettleRequest {
+            settlements: vec![
+                settlement(&ack_ids[0], SettleKind::Ack),
+                settlement("nobody.1.1", SettleKind::Ack),
+                settlement(&ack_ids[1], SettleKind::Ack),
+                settlement(&ack_ids[2], SettleKind::Term),
+                settlement(&ack_ids[3], SettleKind::Nack),
+                Settlement {
+                    kind: 42,
+                    ..settlement(&ack_ids[0], SettleKind::Ack)
+                },
+            ],
+        })
+        .await
+        .expect("answered")
+        .into_inner()
+        .results;
+    let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        [
+            0,
+            Code::NotFound as i32,
+            0,
+            0,
+            0,
+            Code::InvalidArgument as i32
+        ],
+        "{results:?}"
+    );
+    // The nacked one comes back at once; the others are done.
+    let again = next(&mut messages).await;
+    assert_eq!((again.sequence, again.delivery_count), (4, 2));
+    ack(&mut client, &again.ack_id).await.expect("acked");
+    wait_until(WAIT, || async {
+        let info = consumer_info(&h, "JOBS", "batch").await;
+        info.num_ack_pending == 0 && info.ack_floor.stream_sequence == 4
+    })
+    .await
+    .expect("every message settled");
     h.broker.shutdown().await.unwrap();
 }

@@ -14,6 +14,17 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+/// A channel to the broker, once it reports SERVING.
+async fn serving_channel(h: &Harness) -> Channel {
+    let channel = Channel::from_shared(format!("http://{}", h.broker.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(health(channel.clone()).await, ServingStatus::Serving as i32);
+    channel
+}
+
 async fn health(channel: Channel) -> i32 {
     HealthClient::new(channel)
         .check(HealthCheckRequest {
@@ -27,12 +38,7 @@ async fn health(channel: Channel) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_while_nats_is_down_and_recovers_without_a_restart() {
     let mut h = Harness::start().await;
-    let channel = Channel::from_shared(format!("http://{}", h.broker.grpc_addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    assert_eq!(health(channel.clone()).await, ServingStatus::Serving as i32);
+    let channel = serving_channel(&h).await;
     h.client
         .publish(request("events.a", "x", "persistent"))
         .await
@@ -71,6 +77,33 @@ async fn unavailable_while_nats_is_down_and_recovers_without_a_restart() {
     })
     .await
     .expect("health turns SERVING again");
+    h.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_nats_server_turns_health_not_serving_within_seconds() {
+    use nix::{
+        sys::signal::{Signal, kill},
+        unistd::Pid,
+    };
+    let h = Harness::start().await;
+    let channel = serving_channel(&h).await;
+    let pid = Pid::from_raw(h.nats.pid().expect("running") as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let frozen = tokio::time::Instant::now();
+    let noticed = wait_until(Duration::from_secs(10), || {
+        health(channel.clone()).then_eq(ServingStatus::NotServing as i32)
+    })
+    .await;
+    let took = frozen.elapsed();
+    kill(pid, Signal::SIGCONT).unwrap();
+    println!("health NOT_SERVING {took:?} after nats-server froze");
+    noticed.expect("health turns NOT_SERVING within 10 s of a freeze");
+    wait_until(WAIT, || {
+        health(channel.clone()).then_eq(ServingStatus::Serving as i32)
+    })
+    .await
+    .expect("health turns SERVING again once it thaws");
     h.broker.shutdown().await.unwrap();
 }
 

@@ -44,16 +44,17 @@ use std::{
     fmt,
     pin::Pin,
     task::{Context, Poll},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _, stream::FuturesUnordered};
 use lax_core::{Error, Headers, Limits, validate::validate_filter_subject};
 use lax_proto::broker::v1 as proto;
-use lax_transport_grpc::{BrokerClient, ConsumerGroupConfig, GroupJoin, status_to_error};
+use lax_transport_grpc::{
+    BrokerMessage, ConsumerGroupConfig, GroupJoin, GrpcSubscription, Settle, Settler, SubscribeSpec,
+};
 use serde::de::DeserializeOwned;
-use tonic::Streaming;
 
 use crate::LaxClient;
 
@@ -110,8 +111,9 @@ pub struct SubscribeOptions {
     /// Most messages delivered and not yet settled (JetStream's max ack pending). Default 100;
     /// `None` leaves it to the broker.
     pub max_inflight: Option<u32>,
-    /// Settle each message explicitly (the default); `false` has the broker ack each message
-    /// as it hands it over (at most once).
+    /// Settle each message explicitly (the default); `false` acks each message as the
+    /// subscription hands it to the application (at most once: a subscriber that dies loses
+    /// only what it had received, never the backlog).
     pub manual_ack: bool,
     /// How long a delivered message may stay unsettled before it is redelivered. Default
     /// 30 s.
@@ -120,8 +122,8 @@ pub struct SubscribeOptions {
     pub max_deliver: Option<u32>,
     /// Messages the broker pulls at a time. Default 10.
     pub prefetch: Option<u32>,
-    /// The broker pulls again only once every message of the previous pull is on its way
-    /// to this client (at most one pull held at a time). Default on.
+    /// Kept for the wire (default on, as the Python SDK's): the broker always pulls only
+    /// what this subscriber has room for (`max_inflight`) and reads.
     pub flow_control: bool,
     /// Where dead letters go; `lax.dlq.<stream>.<subject>` when unset.
     pub dead_letter_subject: Option<String>,
@@ -206,55 +208,17 @@ impl SubscribeOptions {
         self
     }
 
-    fn into_request(self, subject: String) -> Result<proto::SubscribeRequest, Error> {
-        let count = |value: Option<u32>, name: &str| {
-            i32::try_from(value.unwrap_or(0))
-                .map_err(|_| Error::invalid_input(format!("{name} is too large")))
-        };
-        let ack_wait_seconds = match self.ack_wait {
-            None => 0,
-            Some(wait) => {
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                i32::try_from(seconds).map_err(|_| Error::invalid_input("ack_wait is too long"))?
-            }
-        };
-        Ok(proto::SubscribeRequest {
+    fn into_spec(self, subject: String) -> SubscribeSpec {
+        SubscribeSpec {
             subject,
-            consumer_group: self.consumer_group.unwrap_or_default(),
+            consumer_group: self.consumer_group,
             start_position: self.start.as_wire(),
-            options: Some(proto::SubscribeOptions {
-                max_inflight: count(self.max_inflight, "max_inflight")?,
-                manual_ack: self.manual_ack,
-                ack_wait_seconds,
-                max_deliver: count(self.max_deliver, "max_deliver")?,
-                prefetch: count(self.prefetch, "prefetch")?,
-                enable_flow_control: self.flow_control,
-                dead_letter_subject: self.dead_letter_subject.unwrap_or_default(),
-            }),
-        })
-    }
-}
-
-/// Settles messages by the ack id the broker gave them.
-#[derive(Clone)]
-struct Settler {
-    client: BrokerClient,
-    timeout: Duration,
-}
-
-impl Settler {
-    async fn call<T>(
-        &self,
-        what: &str,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<(), Error> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(status_to_error(&status, true)),
-            Err(_) => Err(Error::timed_out(format!(
-                "the broker did not confirm the {what} within {:?}",
-                self.timeout
-            ))),
+            max_inflight: self.max_inflight.unwrap_or(0),
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver.unwrap_or(0),
+            prefetch: self.prefetch.unwrap_or(0),
+            flow_control: self.flow_control,
+            dead_letter_subject: self.dead_letter_subject,
         }
     }
 }
@@ -287,6 +251,7 @@ pub struct ReceivedMessage {
     pub delivery_count: u64,
     /// True when delivered before.
     pub redelivered: bool,
+    /// Empty when the subscription acked it on delivery.
     ack_id: String,
     settler: Settler,
 }
@@ -306,24 +271,23 @@ impl fmt::Debug for ReceivedMessage {
 }
 
 impl ReceivedMessage {
-    fn new(message: proto::Message, settler: Settler) -> Self {
-        let timestamp = message.timestamp.and_then(|at| {
-            let seconds = u64::try_from(at.seconds).ok()?;
-            let nanos = u32::try_from(at.nanos).ok()?;
-            UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
-        });
+    fn new(message: BrokerMessage, settler: Settler, acked_on_delivery: bool) -> Self {
         ReceivedMessage {
             id: message.id,
             subject: message.subject,
             payload: message.payload,
-            headers: Headers::from(message.headers),
-            timestamp,
-            trace_id: (!message.trace_id.is_empty()).then_some(message.trace_id),
+            headers: message.headers,
+            timestamp: message.timestamp,
+            trace_id: message.trace_id,
             stream: message.stream,
             sequence: message.sequence,
             delivery_count: message.delivery_count,
             redelivered: message.redelivered,
-            ack_id: message.ack_id,
+            ack_id: if acked_on_delivery {
+                String::new()
+            } else {
+                message.ack_id
+            },
             settler,
         }
     }
@@ -358,13 +322,6 @@ impl ReceivedMessage {
         (!self.ack_id.is_empty()).then_some(self.ack_id.as_str())
     }
 
-    fn settled_on_delivery(&self, what: &str) -> Result<(), Error> {
-        Err(Error::invalid_input(format!(
-            "cannot {what} message {}: its subscription acks on delivery (manual_ack = false)",
-            self.sequence
-        )))
-    }
-
     /// Acknowledges the message: it is done. A no-op when the subscription acks on delivery.
     ///
     /// # Errors
@@ -375,12 +332,7 @@ impl ReceivedMessage {
         if self.ack_id.is_empty() {
             return Ok(());
         }
-        let request = proto::AckRequest {
-            ack_id: self.ack_id.clone(),
-        };
-        self.settler
-            .call("ack", self.settler.client.clone().ack(request))
-            .await
+        self.settler.settle(&self.ack_id, Settle::Ack).await
     }
 
     /// Negatively acknowledges the message: it is redelivered after `delay` (at once for
@@ -390,16 +342,7 @@ impl ReceivedMessage {
     ///
     /// As [`ack`](Self::ack); `InvalidInput` when the subscription acks on delivery.
     pub async fn nack(&self, delay: Duration) -> Result<(), Error> {
-        if self.ack_id.is_empty() {
-            return self.settled_on_delivery("nack");
-        }
-        let request = proto::NackRequest {
-            ack_id: self.ack_id.clone(),
-            delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-        };
-        self.settler
-            .call("nack", self.settler.client.clone().nack(request))
-            .await
+        self.settle_explicitly("nack", Settle::Nack(delay)).await
     }
 
     /// Tells the broker the message is still being worked on: its ack wait starts again.
@@ -408,17 +351,7 @@ impl ReceivedMessage {
     ///
     /// As [`nack`](Self::nack).
     pub async fn in_progress(&self) -> Result<(), Error> {
-        if self.ack_id.is_empty() {
-            return self.settled_on_delivery("mark in progress");
-        }
-        let request = proto::AckRequest {
-            ack_id: self.ack_id.clone(),
-        };
-        self.settler
-            .call(
-                "in-progress",
-                self.settler.client.clone().in_progress(request),
-            )
+        self.settle_explicitly("mark in progress", Settle::InProgress)
             .await
     }
 
@@ -428,15 +361,17 @@ impl ReceivedMessage {
     ///
     /// As [`nack`](Self::nack).
     pub async fn term(&self) -> Result<(), Error> {
+        self.settle_explicitly("terminate", Settle::Term).await
+    }
+
+    async fn settle_explicitly(&self, what: &str, how: Settle) -> Result<(), Error> {
         if self.ack_id.is_empty() {
-            return self.settled_on_delivery("terminate");
+            return Err(Error::invalid_input(format!(
+                "cannot {what} message {}: its subscription acks on delivery (manual_ack = false)",
+                self.sequence
+            )));
         }
-        let request = proto::AckRequest {
-            ack_id: self.ack_id.clone(),
-        };
-        self.settler
-            .call("term", self.settler.client.clone().term(request))
-            .await
+        self.settler.settle(&self.ack_id, how).await
     }
 }
 
@@ -481,8 +416,9 @@ impl ProcessOptions {
 pub struct Subscription {
     subject: String,
     group: Option<String>,
-    messages: Streaming<proto::Message>,
-    settler: Settler,
+    messages: GrpcSubscription,
+    /// Ack each message as it is handed to the application.
+    ack_on_delivery: bool,
 }
 
 impl fmt::Debug for Subscription {
@@ -523,9 +459,11 @@ impl Subscription {
 
     /// Runs `handler` on each message, up to `options.concurrency` at once, acking each
     /// message whose handler returned `Ok` and nacking (redelivery after
-    /// `options.nack_delay`) each one whose handler failed. A settle that fails is logged:
-    /// the message comes back after its ack wait. Returns once the subscription has ended
-    /// and every running handler has finished.
+    /// `options.nack_delay`) each one whose handler failed: at least once. Settles are
+    /// pipelined (the next message does not wait for the broker to confirm the last one's
+    /// ack); one that fails is logged, and the message comes back after its ack wait.
+    /// Returns once the subscription has ended, every running handler has finished and every
+    /// settle has been answered.
     ///
     /// # Errors
     ///
@@ -556,36 +494,38 @@ impl Subscription {
                         let handled = handler(message.clone());
                         running.push(async move {
                             let outcome = handled.await;
-                            settle(&message, outcome, options.nack_delay).await;
+                            settle(message, outcome, options.nack_delay).await;
                         });
                     }
                 },
             }
         };
         while running.next().await.is_some() {}
+        self.messages.settler().flush().await;
         ended
     }
 }
 
+/// Settles a handled message in the background: acked on `Ok`, nacked on `Err`.
 async fn settle<E: fmt::Display>(
-    message: &ReceivedMessage,
+    message: ReceivedMessage,
     outcome: Result<(), E>,
     delay: Duration,
 ) {
-    let settled = match outcome {
-        Ok(()) => message.ack().await,
+    if message.ack_id.is_empty() {
+        return;
+    }
+    let how = match outcome {
+        Ok(()) => Settle::Ack,
         Err(error) => {
             tracing::debug!(subject = %message.subject, sequence = message.sequence, delivery = message.delivery_count, %error, "handler failed; nacking");
-            if message.ack_id.is_empty() {
-                Ok(())
-            } else {
-                message.nack(delay).await
-            }
+            Settle::Nack(delay)
         }
     };
-    if let Err(error) = settled {
-        tracing::warn!(subject = %message.subject, sequence = message.sequence, %error, "settling a message failed; it is redelivered after its ack wait");
-    }
+    message
+        .settler
+        .settle_in_background(message.ack_id, how)
+        .await;
 }
 
 impl Stream for Subscription {
@@ -594,9 +534,15 @@ impl Stream for Subscription {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         this.messages.poll_next_unpin(cx).map(|next| {
-            next.map(|item| match item {
-                Ok(message) => Ok(ReceivedMessage::new(message, this.settler.clone())),
-                Err(status) => Err(status_to_error(&status, false)),
+            next.map(|item| {
+                item.map(|message| {
+                    let settler = this.messages.settler().clone();
+                    if this.ack_on_delivery {
+                        let (settler, ack_id) = (settler.clone(), message.ack_id.clone());
+                        tokio::spawn(async move { settler.ack_in_background(ack_id).await });
+                    }
+                    ReceivedMessage::new(message, settler, this.ack_on_delivery)
+                })
             })
         })
     }
@@ -620,24 +566,16 @@ impl LaxClient {
         let subject = subject.into();
         validate_filter_subject(&subject, Limits::DEFAULT_MAX_SUBJECT_LEN)?;
         let group = options.consumer_group.clone();
-        let request = options.into_request(subject.clone())?;
-        let mut client = self.broker().broker_client()?;
-        // Bounds the set-up only: the subscription itself lives as long as it is read.
-        let timeout = self.broker().options().call_timeout;
-        let messages = match tokio::time::timeout(timeout, client.subscribe(request)).await {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(status_to_error(&status, false)),
-            Err(_) => {
-                return Err(Error::timed_out(format!(
-                    "the broker did not open the subscription within {timeout:?}"
-                )));
-            }
-        };
+        let ack_on_delivery = !options.manual_ack;
+        let messages = self
+            .broker()
+            .subscribe(options.into_spec(subject.clone()))
+            .await?;
         Ok(Subscription {
             subject,
             group,
             messages,
-            settler: Settler { client, timeout },
+            ack_on_delivery,
         })
     }
 
@@ -672,41 +610,29 @@ mod tests {
 
     #[test]
     fn defaults_are_the_python_sdks() {
-        let wire = SubscribeOptions::default()
-            .into_request("x".into())
-            .unwrap()
-            .options
-            .unwrap();
+        let spec = SubscribeOptions::default().into_spec("x".into());
         assert_eq!(
             (
-                wire.max_inflight,
-                wire.max_deliver,
-                wire.prefetch,
-                wire.ack_wait_seconds
+                spec.max_inflight,
+                spec.max_deliver,
+                spec.prefetch,
+                spec.ack_wait
             ),
-            (100, 5, 10, 30)
+            (100, 5, 10, Some(Duration::from_secs(30)))
         );
-        assert!(wire.manual_ack && wire.enable_flow_control);
+        assert!(spec.flow_control);
         // A group member takes the group's ack wait and max deliver.
-        let member = SubscribeOptions::group("crew")
-            .into_request("x".into())
-            .unwrap()
-            .options
-            .unwrap();
+        let member = SubscribeOptions::group("crew").into_spec("x".into());
         assert_eq!(
-            (
-                member.ack_wait_seconds,
-                member.max_deliver,
-                member.max_inflight
-            ),
-            (0, 0, 0)
+            (member.ack_wait, member.max_deliver, member.max_inflight),
+            (None, 0, 0)
         );
         assert_eq!(member.prefetch, 10);
     }
 
     #[test]
-    fn options_become_the_wire_request() {
-        let request = SubscribeOptions::group("workers")
+    fn options_become_the_transports_spec() {
+        let spec = SubscribeOptions::group("workers")
             .start(StartPosition::Sequence(7))
             .ack_wait(Duration::from_millis(1_500))
             .max_deliver(3)
@@ -714,31 +640,19 @@ mod tests {
             .max_inflight(100)
             .flow_control(true)
             .dead_letter_subject("dead.orders")
-            .into_request("orders.>".into())
-            .unwrap();
-        assert_eq!(request.start_position, "sequence:7");
-        assert_eq!(request.consumer_group, "workers");
-        let options = request.options.unwrap();
-        assert_eq!(options.ack_wait_seconds, 2, "rounded up to whole seconds");
+            .into_spec("orders.>".into());
+        assert_eq!(spec.start_position, "sequence:7");
+        assert_eq!(spec.consumer_group.as_deref(), Some("workers"));
+        assert_eq!(spec.ack_wait, Some(Duration::from_millis(1_500)));
         assert_eq!(
-            (options.max_deliver, options.prefetch, options.max_inflight),
+            (spec.max_deliver, spec.prefetch, spec.max_inflight),
             (3, 10, 100)
         );
-        assert!(options.manual_ack && options.enable_flow_control);
-        assert_eq!(options.dead_letter_subject, "dead.orders");
+        assert!(spec.flow_control);
+        assert_eq!(spec.dead_letter_subject.as_deref(), Some("dead.orders"));
 
-        let plain = SubscribeOptions::default()
-            .manual_ack(false)
-            .into_request("x".into())
-            .unwrap();
+        let plain = SubscribeOptions::default().into_spec("x".into());
         assert_eq!(plain.start_position, "new");
-        assert!(!plain.options.unwrap().manual_ack);
-        assert!(
-            SubscribeOptions::default()
-                .max_deliver(u32::MAX)
-                .into_request("x".into())
-                .is_err()
-        );
     }
 
     #[test]

@@ -21,8 +21,10 @@
 //! - **Security**: TLS with a custom CA ([`TlsOptions`]) and a bearer token on every call
 //!   ([`BearerAuth`]).
 //! - **Administration**: streams and consumer groups through [`BrokerAdmin`].
-//! - **Consuming**: [`GrpcPublisher::broker_client`] hands out a [`BrokerClient`] on a pooled
-//!   connection for Subscribe and the calls settling its messages (`lax-client` wraps them).
+//! - **Consuming**: [`GrpcPublisher::subscribe`] opens a [`GrpcSubscription`] of
+//!   [`BrokerMessage`]s on a pooled connection; its [`Settler`] acks, nacks, marks in progress
+//!   or terminates them, pipelined ([`Settler::settle_in_background`]) so that a subscriber
+//!   never waits one round trip per message.
 //! - **Metrics**: the gauge `{prefix}_grpc_connections` (healthy connections) and the counter
 //!   `{prefix}_connection_errors_total{type="grpc"}`.
 //!
@@ -57,6 +59,7 @@ mod pool;
 mod publisher;
 mod session;
 mod status;
+mod subscriber;
 
 pub use admin::{BrokerAdmin, GroupJoin};
 pub use auth::BearerAuth;
@@ -65,3 +68,7 @@ pub use options::{GrpcOptions, PublishMode, TlsOptions};
 pub use pool::BrokerClient;
 pub use publisher::{GrpcPublisher, PublishFuture};
 pub use status::status_to_error;
+pub use subscriber::{
+    BrokerMessage, GrpcSubscription, MAX_BACKGROUND_SETTLES, MAX_SETTLE_BATCH, Settle, Settler,
+    SubscribeSpec,
+};

@@ -129,6 +129,11 @@ impl GrpcPublisher {
         self.inner.pool.options()
     }
 
+    /// The deadline of calls other than publishes (the options' `call_timeout`).
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.inner.pool.options().call_timeout
+    }
+
     /// Number of connections in the pool.
     pub fn pool_size(&self) -> usize {
         self.inner.pool.size()

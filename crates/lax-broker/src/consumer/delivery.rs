@@ -1,7 +1,9 @@
-//! One subscription's task: pulls batches from the JetStream consumer, hands each message to
-//! the client's response stream (recording it in the ack table), dead-letters messages whose
-//! deliveries ran out, and, when the client goes away or the broker shuts down, gives every
-//! message it still holds back to the group at once.
+//! One subscription's task: pulls from the JetStream consumer as much as the subscriber has
+//! credit for (see [`super::credit`]), hands each message to the client's response stream
+//! (recording it in the ack table), renews the leases of what the subscriber holds while it
+//! keeps settling, dead-letters messages whose deliveries ran out, and, when the client goes
+//! away or the broker shuts down, gives every message it still holds back to the group at
+//! once.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -10,6 +12,7 @@ use async_nats::jetstream::{
     consumer::{PullConsumer, pull::Batch},
     message::Info,
 };
+use bytes::Bytes;
 use futures::StreamExt as _;
 use lax_core::{MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, TRACE_ID_HEADER};
 use lax_proto::broker::v1 as pb;
@@ -21,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::{
+    credit::{Credit, Held},
     dead_letter::DeadLetters,
     group::LaxSettings,
-    ledger::{Ledger, Registry},
+    ledger::{Ledger, Pending, Registry},
     outbox::Outgoing,
 };
 use crate::{error::ApiError, jsapi::JsApi, timestamp};
@@ -31,8 +35,10 @@ use crate::{error::ApiError, jsapi::JsApi, timestamp};
 /// How long one pull request waits for messages. Pulls are short so that a subscription
 /// ending mid-pull has few messages in flight to give back, and a dead server is noticed.
 pub(crate) const PULL_EXPIRES: Duration = Duration::from_secs(5);
-/// How often expired entries leave the ack table.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Bounds of the lease round (a quarter of the ack wait): renewals, and expired entries
+/// leaving the ack table.
+const MIN_LEASE_ROUND: Duration = Duration::from_millis(250);
+const MAX_LEASE_ROUND: Duration = Duration::from_secs(5);
 /// How long a dead letter that could not be published waits before it is tried again.
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
 /// Longest pause between failed pulls.
@@ -62,8 +68,13 @@ pub(crate) struct Subscription {
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) dead_letters: Arc<DeadLetters>,
     pub(crate) settings: LaxSettings,
-    pub(crate) manual_ack: bool,
-    pub(crate) batch_size: usize,
+    /// The subscriber settles through the Ack calls; otherwise the broker acks each message
+    /// as it hands it over.
+    pub(crate) settles_itself: bool,
+    pub(crate) credit: Credit,
+    /// The connection the subscription's acks, naks and lease renewals go out on.
+    pub(crate) client: async_nats::Client,
+    pub(crate) max_lease: Duration,
     pub(crate) queue: mpsc::Sender<Result<Outgoing, Status>>,
     pub(crate) drained: Arc<Notify>,
     pub(crate) shutdown: CancellationToken,
@@ -81,19 +92,30 @@ impl Subscription {
 
     async fn pump(&self, slot: &mut Option<Batch>) -> Stop {
         let mut failures = 0u32;
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
-        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let round = (self.ledger.ack_wait() / 4).clamp(MIN_LEASE_ROUND, MAX_LEASE_ROUND);
+        let mut lease = tokio::time::interval(round);
+        lease.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             *slot = None;
-            if self.settings.flow_control
-                && let Some(stop) = self.until_drained().await
-            {
-                return stop;
-            }
+            // Pull again only once the gRPC stream has taken at least half of what is
+            // queued: a subscriber that does not read gets nothing more.
+            let grant = tokio::select! {
+                stop = self.stopped() => return stop,
+                _ = lease.tick() => {
+                    self.lease_round().await;
+                    continue;
+                }
+                grant = async {
+                    self.until_drained().await;
+                    self.credit.grant().await
+                } => grant,
+            };
+            let mut grant = grant;
             let pull = self
                 .consumer
                 .batch()
-                .max_messages(self.batch_size)
+                .max_messages(grant.messages())
+                .max_bytes(grant.bytes())
                 .expires(PULL_EXPIRES)
                 .messages();
             let pulled = tokio::select! {
@@ -110,8 +132,8 @@ impl Subscription {
             loop {
                 let next = tokio::select! {
                     stop = self.stopped() => return stop,
-                    _ = sweep.tick() => {
-                        self.ledger.sweep();
+                    _ = lease.tick() => {
+                        self.lease_round().await;
                         continue;
                     }
                     next = batch.next() => next,
@@ -120,7 +142,8 @@ impl Subscription {
                     None => break,
                     Some(Ok(message)) => {
                         failures = 0;
-                        if let Some(stop) = self.deliver(message).await {
+                        let held = grant.hold(message_size(&message));
+                        if let Some(stop) = self.deliver(message, held).await {
                             return stop;
                         }
                     }
@@ -141,16 +164,30 @@ impl Subscription {
         }
     }
 
-    /// Flow control: the next pull waits until the gRPC stream has taken every message
-    /// queued.
-    async fn until_drained(&self) -> Option<Stop> {
-        while self.queue.capacity() < self.queue.max_capacity() {
-            tokio::select! {
-                stop = self.stopped() => return Some(stop),
-                () = self.drained.notified() => {}
+    /// Waits until the gRPC stream has taken at least half of the messages queued for it.
+    async fn until_drained(&self) {
+        let half = self.queue.max_capacity() / 2;
+        while self.queue.max_capacity() - self.queue.capacity() > half {
+            self.drained.notified().await;
+        }
+    }
+
+    /// Renews the leases of what the subscriber holds (when it keeps settling) and forgets
+    /// what expired.
+    async fn lease_round(&self) {
+        self.ledger.sweep();
+        if !self.settles_itself {
+            return;
+        }
+        for reply in self.ledger.renew(self.max_lease) {
+            if let Err(e) = self
+                .client
+                .publish(reply, Bytes::from(AckKind::Progress))
+                .await
+            {
+                tracing::debug!(error = %e, "renewing a lease failed; JetStream may redeliver");
             }
         }
-        None
     }
 
     /// A pull failed: ends the subscription when its consumer is gone, else waits before the
@@ -181,7 +218,7 @@ impl Subscription {
     }
 
     /// Hands one message to the client, or dead-letters it when its deliveries ran out.
-    async fn deliver(&self, message: jetstream::Message) -> Option<Stop> {
+    async fn deliver(&self, message: jetstream::Message, held: Held) -> Option<Stop> {
         let info = match message.info() {
             Ok(info) => info,
             Err(e) => {
@@ -193,24 +230,32 @@ impl Subscription {
         if let Some(max_deliver) = self.settings.max_deliver
             && delivery > max_deliver
         {
+            drop(held);
             self.dead_letter(&message, &info).await;
             return None;
         }
+        let Some(reply) = message.reply.clone() else {
+            tracing::warn!(subject = %message.subject, "pulled a message without an ack subject; skipping it");
+            return None;
+        };
         let ack_id = self.ledger.ack_id(info.stream_sequence, delivery);
         let converted = to_proto(
             &message,
             &info,
             delivery,
-            if self.manual_ack {
+            if self.settles_itself {
                 ack_id.clone()
             } else {
                 String::new()
             },
         );
-        self.ledger.record(ack_id.clone(), message);
+        self.ledger.record(
+            ack_id.clone(),
+            Pending::new(reply, held, self.ledger.ack_wait()),
+        );
         let outgoing = Outgoing {
             message: converted,
-            ack_on_delivery: (!self.manual_ack).then_some(ack_id),
+            ack_on_delivery: (!self.settles_itself).then_some(ack_id),
         };
         tokio::select! {
             stop = self.stopped() => Some(stop),
@@ -268,8 +313,14 @@ impl Subscription {
         }
         let held = self.ledger.drain();
         let given_back = held.len();
-        for message in held {
-            nak_now(&message).await;
+        for reply in held {
+            if let Err(e) = self
+                .client
+                .publish(reply, Bytes::from(AckKind::Nak(None)))
+                .await
+            {
+                tracing::debug!(error = %e, "nak failed; JetStream redelivers after ack_wait");
+            }
         }
         // The pull in flight may still bring messages meant for this subscription.
         let mut late = 0;
@@ -290,6 +341,11 @@ async fn nak_now(message: &jetstream::Message) {
     if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
         tracing::debug!(error = %e, "nak failed; JetStream redelivers after ack_wait");
     }
+}
+
+/// What a message counts for against a pull's byte limit.
+fn message_size(message: &jetstream::Message) -> usize {
+    message.length + message.subject.len()
 }
 
 /// The `broker.v1.Message` of one delivery.

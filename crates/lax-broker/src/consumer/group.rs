@@ -212,7 +212,13 @@ pub(crate) fn config_difference(
     let differ = |name: &str, has: String, asked: String| {
         Some(format!("{name} is {has}, asked for {asked}"))
     };
-    if existing.filter_subject != wanted.filter_subject {
+    let filter_conflicts = match comparison {
+        Comparison::Create => existing.filter_subject != wanted.filter_subject,
+        // A member receives what the group's filter selects; only a subject the filter can
+        // never match is refused.
+        Comparison::Join => !filters_overlap(&existing.filter_subject, &wanted.filter_subject),
+    };
+    if filter_conflicts {
         return differ(
             "subject_filter",
             format!("{:?}", existing.filter_subject),
@@ -268,10 +274,27 @@ pub(crate) fn config_difference(
             return differ(key, format!("{has:?}"), format!("{asked:?}"));
         }
     }
-    if comparison == Comparison::Join && asked.flow_control && !has.flow_control {
-        return differ("flow_control", "off".into(), "on".into());
-    }
     None
+}
+
+/// Whether some subject matches both filters (an empty filter is `>`).
+pub(crate) fn filters_overlap(a: &str, b: &str) -> bool {
+    let tokens = |filter: &str| -> Vec<String> {
+        match filter {
+            "" => vec![">".to_owned()],
+            f => f.split('.').map(str::to_owned).collect(),
+        }
+    };
+    let (a, b) = (tokens(a), tokens(b));
+    for (x, y) in a.iter().zip(&b) {
+        if x == ">" || y == ">" {
+            return true;
+        }
+        if x != y && x != "*" && y != "*" {
+            return false;
+        }
+    }
+    a.len() == b.len()
 }
 
 pub(crate) fn group_of(info: &consumer::Info) -> pb::ConsumerGroup {
@@ -370,6 +393,67 @@ mod tests {
                 .unwrap()
                 .contains("subject_filter")
         );
+    }
+
+    #[test]
+    fn filters_overlap_when_some_subject_matches_both() {
+        for (a, b) in [
+            (">", "e5d.jobs"),
+            ("", "e5d.jobs"),
+            ("orders.*", "orders.*"),
+            ("orders.*", "orders.created"),
+            ("orders.>", "*.created.eu"),
+            ("orders.created", "orders.>"),
+        ] {
+            assert!(filters_overlap(a, b), "{a} and {b}");
+            assert!(filters_overlap(b, a), "{b} and {a}");
+        }
+        for (a, b) in [
+            ("orders.*", "payments.x"),
+            ("orders.*", "orders.created.eu"),
+            ("orders.created", "orders"),
+        ] {
+            assert!(!filters_overlap(a, b), "{a} and {b}");
+            assert!(!filters_overlap(b, a), "{b} and {a}");
+        }
+    }
+
+    #[test]
+    fn members_join_with_their_own_flow_control_and_a_narrower_subject() {
+        let existing = group_consumer_config(&pb::ConsumerGroupRequest {
+            subject_filter: ">".into(),
+            config: Some(pb::ConsumerGroupConfig {
+                max_ack_pending: 1000,
+                ..Default::default()
+            }),
+            ..request(Default::default())
+        })
+        .unwrap();
+        let member = ConsumerShape {
+            deliver_policy: DeliverPolicy::New,
+            ack_wait_seconds: 0,
+            max_deliver: 0,
+            max_ack_pending: 0,
+            flow_control: true,
+            idle_heartbeat_seconds: 0,
+            dead_letter_subject: String::new(),
+            filter_subject: "e5d.jobs".into(),
+        };
+        assert_eq!(
+            config_difference(&existing, &member.config(Some("workers")), Comparison::Join),
+            None
+        );
+        let stranger = ConsumerShape {
+            ack_wait_seconds: 7,
+            ..member
+        };
+        let why = config_difference(
+            &existing,
+            &stranger.config(Some("workers")),
+            Comparison::Join,
+        )
+        .unwrap();
+        assert!(why.contains("ack_wait is 0ns, asked for 7s"), "{why}");
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! The ack table: every message a subscription has handed out and not yet settled, by the
 //! ack id the broker gave it (`<subscription id>.<stream sequence>.<delivery count>`).
 //!
-//! An entry leaves the table when it is acked, nacked or terminated, when its ack wait
-//! elapses (JetStream redelivers it then, under a new ack id), or when its subscription ends
-//! (the broker naks it then, so the group gets it back at once).
+//! An entry keeps the message's ack subject (not its payload, which went to the client) and
+//! its share of the subscription's credit. It leaves the table when it is acked, nacked or
+//! terminated, when its ack wait elapses (JetStream redelivers it then, under a new ack id),
+//! or when its subscription ends (the broker naks it then, so the group gets it back at once).
+//!
+//! **Leases.** While a subscription keeps settling messages, the broker renews the ack wait
+//! of everything it holds (see [`Ledger::renew`]), up to a maximum lease: ack wait counts
+//! from when the subscriber could have the message, not from when the broker pulled it.
 
 use std::{
     collections::HashMap,
@@ -11,8 +16,10 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream;
+use async_nats::Subject;
 use tokio::time::Instant;
+
+use super::credit::Held;
 
 /// The open subscriptions of one broker, by subscription id.
 #[derive(Debug, Default)]
@@ -32,6 +39,8 @@ impl Registry {
             id: nuid::next().to_string(),
             ack_wait,
             pending: Mutex::new(HashMap::new()),
+            expired: Mutex::new(HashMap::new()),
+            last_settled: Mutex::new(Instant::now()),
         });
         lock(&self.ledgers).insert(ledger.id.clone(), Arc::clone(&ledger));
         ledger
@@ -49,18 +58,38 @@ impl Registry {
     }
 }
 
+/// How long a swept ack id is remembered as expired, at least.
+const EXPIRED_KEPT: Duration = Duration::from_secs(30);
+
 /// A handed-out message.
 #[derive(Debug)]
-struct Pending {
-    message: jetstream::Message,
+pub(crate) struct Pending {
+    /// Where its ack goes.
+    pub(crate) reply: Subject,
+    /// Its share of the subscription's credit, given back when the entry goes.
+    _held: Held,
+    /// When JetStream's ack wait for it elapses (renewed by leases).
     deadline: Instant,
+    /// When the broker pulled it: leases stop renewing after the maximum lease.
+    since: Instant,
 }
 
-/// What the table knows of an ack id.
-#[derive(Debug)]
-pub(crate) enum Lookup {
-    /// Still pending: here is the message.
-    Found(Box<jetstream::Message>),
+impl Pending {
+    /// A message pulled now, with its ack subject and credit share.
+    pub(crate) fn new(reply: Subject, held: Held, ack_wait: Duration) -> Self {
+        let now = Instant::now();
+        Pending {
+            reply,
+            _held: held,
+            deadline: now + ack_wait,
+            since: now,
+        }
+    }
+}
+
+/// Why an ack id is not pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missing {
     /// Its ack wait elapsed; JetStream redelivers it.
     Expired,
     /// Never issued, already settled, or its subscription ended.
@@ -73,6 +102,11 @@ pub(crate) struct Ledger {
     id: String,
     ack_wait: Duration,
     pending: Mutex<HashMap<String, Pending>>,
+    /// Ack ids swept out after their ack wait, by when they expired: a late settle is told
+    /// "expired", not "unknown", for another ack wait (at least [`EXPIRED_KEPT`]).
+    expired: Mutex<HashMap<String, Instant>>,
+    /// When the subscriber last settled a message (or subscribed).
+    last_settled: Mutex<Instant>,
 }
 
 impl Ledger {
@@ -81,7 +115,7 @@ impl Ledger {
         &self.id
     }
 
-    /// How long a handed-out message stays settleable.
+    /// How long a handed-out message stays settleable without a lease.
     pub(crate) fn ack_wait(&self) -> Duration {
         self.ack_wait
     }
@@ -91,61 +125,116 @@ impl Ledger {
         format!("{}.{stream_sequence}.{delivery}", self.id)
     }
 
-    /// Records a message handed out now.
-    pub(crate) fn record(&self, ack_id: String, message: jetstream::Message) {
-        let deadline = Instant::now() + self.ack_wait;
-        lock(&self.pending).insert(ack_id, Pending { message, deadline });
+    /// Records a message pulled for the subscriber.
+    pub(crate) fn record(&self, ack_id: String, pending: Pending) {
+        lock(&self.pending).insert(ack_id, pending);
     }
 
     /// Takes a pending message out of the table (to settle it).
-    pub(crate) fn take(&self, ack_id: &str) -> Lookup {
-        match lock(&self.pending).remove(ack_id) {
-            Some(pending) if pending.deadline > Instant::now() => {
-                Lookup::Found(Box::new(pending.message))
+    pub(crate) fn take(&self, ack_id: &str) -> Result<Pending, Missing> {
+        let now = Instant::now();
+        let taken = lock(&self.pending).remove(ack_id);
+        match taken {
+            Some(pending) if pending.deadline > now => {
+                *lock(&self.last_settled) = now;
+                Ok(pending)
             }
-            Some(_) => Lookup::Expired,
-            None => Lookup::Unknown,
+            Some(_) => Err(Missing::Expired),
+            None => Err(self.missing(ack_id)),
+        }
+    }
+
+    /// Why an ack id not in the table is missing.
+    fn missing(&self, ack_id: &str) -> Missing {
+        if lock(&self.expired).contains_key(ack_id) {
+            Missing::Expired
+        } else {
+            Missing::Unknown
         }
     }
 
     /// Puts back a message whose settlement could not be sent, so the caller may retry.
-    pub(crate) fn restore(&self, ack_id: String, message: jetstream::Message) {
-        self.record(ack_id, message);
+    pub(crate) fn restore(&self, ack_id: String, pending: Pending) {
+        self.record(ack_id, pending);
     }
 
-    /// Restarts a pending message's ack wait (it is being worked on) and returns it.
-    pub(crate) fn extend(&self, ack_id: &str) -> Lookup {
+    /// Restarts a pending message's ack wait (it is being worked on) and returns its ack
+    /// subject.
+    pub(crate) fn extend(&self, ack_id: &str) -> Result<Subject, Missing> {
         let now = Instant::now();
         let mut pending = lock(&self.pending);
         match pending.get_mut(ack_id) {
             Some(entry) if entry.deadline > now => {
                 entry.deadline = now + self.ack_wait;
-                Lookup::Found(Box::new(entry.message.clone()))
+                *lock(&self.last_settled) = now;
+                Ok(entry.reply.clone())
             }
             Some(_) => {
                 pending.remove(ack_id);
-                Lookup::Expired
+                Err(Missing::Expired)
             }
-            None => Lookup::Unknown,
+            None => Err(self.missing(ack_id)),
         }
     }
 
-    /// Drops the entries whose ack wait elapsed; returns how many.
-    pub(crate) fn sweep(&self) -> usize {
+    /// The lease round: when the subscriber settled something within the last ack wait (it
+    /// is alive and working through what it holds), renews the ack wait of every message
+    /// whose deadline is less than half an ack wait away and that has been held for less
+    /// than `max_lease`; returns their ack subjects, for the broker to tell JetStream
+    /// (in progress). A subscriber that settles nothing for a whole ack wait gets no
+    /// renewal: its messages go to the group's other members.
+    pub(crate) fn renew(&self, max_lease: Duration) -> Vec<Subject> {
         let now = Instant::now();
-        let mut pending = lock(&self.pending);
-        let before = pending.len();
-        pending.retain(|_, entry| entry.deadline > now);
-        before - pending.len()
+        if now.duration_since(*lock(&self.last_settled)) >= self.ack_wait {
+            return Vec::new();
+        }
+        let soon = now + self.ack_wait / 2;
+        lock(&self.pending)
+            .values_mut()
+            .filter(|entry| {
+                entry.deadline > now
+                    && entry.deadline <= soon
+                    && now.duration_since(entry.since) < max_lease
+            })
+            .map(|entry| {
+                entry.deadline = now + self.ack_wait;
+                entry.reply.clone()
+            })
+            .collect()
     }
 
-    /// Takes every pending message still within its ack wait (the subscription is ending).
-    pub(crate) fn drain(&self) -> Vec<jetstream::Message> {
+    /// Drops the entries whose ack wait elapsed (giving back their credit, remembering
+    /// their ack ids as expired for a while); returns how many.
+    pub(crate) fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let swept: Vec<String> = {
+            let mut pending = lock(&self.pending);
+            let expired: Vec<String> = pending
+                .iter()
+                .filter(|(_, entry)| entry.deadline <= now)
+                .map(|(ack_id, _)| ack_id.clone())
+                .collect();
+            for ack_id in &expired {
+                pending.remove(ack_id);
+            }
+            expired
+        };
+        let kept = self.ack_wait.max(EXPIRED_KEPT);
+        let mut expired = lock(&self.expired);
+        expired.retain(|_, at| now.duration_since(*at) < kept);
+        let count = swept.len();
+        expired.extend(swept.into_iter().map(|ack_id| (ack_id, now)));
+        count
+    }
+
+    /// Takes the ack subject of every pending message still within its ack wait (the
+    /// subscription is ending).
+    pub(crate) fn drain(&self) -> Vec<Subject> {
         let now = Instant::now();
         lock(&self.pending)
             .drain()
             .filter(|(_, entry)| entry.deadline > now)
-            .map(|(_, entry)| entry.message)
+            .map(|(_, entry)| entry.reply)
             .collect()
     }
 
@@ -159,49 +248,57 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consumer::credit::{Budget, ConsumeLimits, Credit, InflightGauges};
 
-    /// A message as a pull delivers it, on a client that never connects (nothing is sent).
-    async fn message(seq: u64) -> jetstream::Message {
-        let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect("nats://127.0.0.1:1")
-            .await
-            .expect("a lazy client needs no server");
-        jetstream::Message {
-            message: async_nats::Message {
-                subject: "orders.created".into(),
-                reply: Some(format!("$JS.ACK.ORDERS.c.1.{seq}.{seq}.0.0").into()),
-                payload: "x".into(),
-                headers: None,
-                status: None,
-                description: None,
-                length: 1,
+    /// A pending entry with a credit share of its own.
+    async fn pending(seq: u64, ack_wait: Duration) -> Pending {
+        let budget = Arc::new(Budget::new(
+            ConsumeLimits {
+                subscriber_messages: 10,
+                subscriber_bytes: 100,
+                total_messages: 10,
+                total_bytes: 100,
             },
-            context: jetstream::new(client),
-        }
+            1,
+        ));
+        let gauges = InflightGauges {
+            messages: metrics::Gauge::noop(),
+            bytes: metrics::Gauge::noop(),
+        };
+        let credit = Credit::new(budget, 1, 1, 1, gauges);
+        let held = credit.grant().await.hold(1);
+        Pending::new(
+            format!("$JS.ACK.ORDERS.c.1.{seq}.{seq}.0.0").into(),
+            held,
+            ack_wait,
+        )
     }
 
     #[tokio::test(start_paused = true)]
     async fn ack_ids_are_found_until_settled_or_expired() {
+        let wait = Duration::from_secs(30);
         let registry = Registry::default();
-        let ledger = registry.open(Duration::from_secs(30));
+        let ledger = registry.open(wait);
         let (one, two) = (ledger.ack_id(1, 1), ledger.ack_id(2, 1));
         assert!(one.starts_with(ledger.id()));
-        ledger.record(one.clone(), message(1).await);
-        ledger.record(two.clone(), message(2).await);
+        ledger.record(one.clone(), pending(1, wait).await);
+        ledger.record(two.clone(), pending(2, wait).await);
         assert_eq!(ledger.len(), 2);
         assert!(Arc::ptr_eq(&registry.find(&one).unwrap(), &ledger));
         assert!(registry.find("nobody.1.1").is_none());
 
-        assert!(matches!(ledger.take(&one), Lookup::Found(_)));
-        assert!(matches!(ledger.take(&one), Lookup::Unknown), "settled once");
+        assert!(ledger.take(&one).is_ok());
+        assert!(
+            matches!(ledger.take(&one), Err(Missing::Unknown)),
+            "settled once"
+        );
 
         tokio::time::advance(Duration::from_secs(20)).await;
-        assert!(matches!(ledger.extend(&two), Lookup::Found(_)));
+        assert!(ledger.extend(&two).is_ok());
         tokio::time::advance(Duration::from_secs(20)).await;
         assert_eq!(ledger.sweep(), 0, "in progress restarted the ack wait");
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(matches!(ledger.take(&two), Lookup::Expired));
+        assert!(matches!(ledger.take(&two), Err(Missing::Expired)));
 
         registry.close(&ledger);
         assert!(registry.find(&one).is_none());
@@ -209,14 +306,72 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn sweeping_and_draining_skip_expired_entries() {
-        let ledger = Registry::default().open(Duration::from_secs(5));
-        ledger.record(ledger.ack_id(1, 1), message(1).await);
+        let wait = Duration::from_secs(5);
+        let ledger = Registry::default().open(wait);
+        ledger.record(ledger.ack_id(1, 1), pending(1, wait).await);
         tokio::time::advance(Duration::from_secs(6)).await;
-        ledger.record(ledger.ack_id(2, 1), message(2).await);
+        ledger.record(ledger.ack_id(2, 1), pending(2, wait).await);
         assert_eq!(ledger.sweep(), 1);
         assert_eq!(ledger.len(), 1);
+        assert!(
+            matches!(ledger.take(&ledger.ack_id(1, 1)), Err(Missing::Expired)),
+            "a swept ack id is still known as expired"
+        );
         let drained = ledger.drain();
         assert_eq!(drained.len(), 1);
         assert_eq!(ledger.len(), 0);
+        tokio::time::advance(EXPIRED_KEPT).await;
+        ledger.sweep();
+        assert!(matches!(
+            ledger.take(&ledger.ack_id(1, 1)),
+            Err(Missing::Unknown)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_last_while_the_subscriber_settles_and_stop_when_it_does_not() {
+        let wait = Duration::from_secs(10);
+        let max_lease = Duration::from_secs(60);
+        let ledger = Registry::default().open(wait);
+        let held = ledger.ack_id(1, 1);
+        ledger.record(held.clone(), pending(1, wait).await);
+        for seq in 2..=10 {
+            ledger.record(ledger.ack_id(seq, 1), pending(seq, wait).await);
+        }
+        assert!(ledger.renew(max_lease).is_empty(), "nothing is due yet");
+        // The subscriber works through the others, one every 2 s; message 1 stays held.
+        for seq in 2..=10 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            assert!(ledger.take(&ledger.ack_id(seq, 1)).is_ok());
+            ledger.renew(max_lease);
+        }
+        assert_eq!(ledger.sweep(), 0, "renewed past its first ack wait");
+        assert!(ledger.extend(&held).is_ok());
+        // It settles nothing more: no renewal after one ack wait.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(ledger.renew(max_lease).len(), 1, "still settling recently");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(ledger.renew(max_lease).is_empty());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(matches!(ledger.take(&held), Err(Missing::Expired)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_end_at_the_maximum_lease() {
+        let wait = Duration::from_secs(10);
+        let ledger = Registry::default().open(wait);
+        ledger.record(ledger.ack_id(1, 1), pending(1, wait).await);
+        let mut renewed = 0;
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(3)).await;
+            // Another message settled meanwhile keeps the subscriber "working".
+            *lock(&ledger.last_settled) = Instant::now();
+            renewed += ledger.renew(Duration::from_secs(30)).len();
+        }
+        assert!(
+            (2..=5).contains(&renewed),
+            "{renewed} renewals in 30 s of lease"
+        );
+        assert_eq!(ledger.sweep(), 1, "expired once the lease ran out");
     }
 }

@@ -4,18 +4,37 @@
 //! - **Subscribe** reads from a pull consumer on the stream capturing the subject: an
 //!   ephemeral one of its own without a consumer group; with one, the group's durable
 //!   consumer (created when missing), whose members split the messages. `start_position`
-//!   (`new` by default, `last`, `first`, `sequence:N`) is the consumer's deliver policy;
-//!   `max_inflight` its max ack pending, `ack_wait_seconds` its ack wait, `prefetch` the
-//!   size of each pull (64 by default). With `enable_flow_control` the broker pulls again
-//!   only once every message of the previous pull has gone into the gRPC stream (whose
-//!   HTTP/2 flow control paces it to the client), so at most one pull is held per
-//!   subscriber; without it the next pull overlaps the hand-over of the previous one.
-//! - **Settling.** Every delivered message carries an `ack_id`
-//!   (`<subscription>.<stream sequence>.<delivery>`) for Ack, Nack (with a delay),
-//!   InProgress (restarts the ack wait) and Term. An id that is unknown, already settled,
-//!   past its ack wait (JetStream redelivers the message then) or whose subscription ended
-//!   answers NOT_FOUND. With `manual_ack = false` the broker acks each message as it hands
-//!   it to the client.
+//!   (`new` by default, `last`, `first`, `sequence:N`) is the consumer's deliver policy and
+//!   `ack_wait_seconds` its ack wait.
+//! - **Credit.** `max_inflight` is the subscriber's own flow control, not a consumer
+//!   setting: the most messages it has delivered and not settled (capped by the broker's
+//!   per-subscriber limits in messages and bytes, and by its broker-wide consume limits).
+//!   The broker pulls from JetStream only what the subscriber has room for, at most
+//!   `prefetch` messages a pull (64 by default), and pulls again only once the gRPC stream
+//!   has taken at least half of what is queued for it: a subscriber that stops reading
+//!   stops pulling (HTTP/2 flow control paces the stream to the client). Flow control is
+//!   therefore always on; `enable_flow_control` is accepted and changes nothing.
+//! - **Joining a group.** A subscriber joins a group whatever its own flow control; only
+//!   what belongs to the group can conflict (ack wait, max deliver, dead-letter subject),
+//!   refused with FAILED_PRECONDITION naming the setting and both values. A group is one
+//!   cursor whose members share its messages: a member receives everything the group's
+//!   filter selects, even when it subscribed to a narrower subject (a group created with
+//!   the filter `>` delivers every subject of its stream to each member in turn); a subject
+//!   the group's filter cannot match at all is refused.
+//! - **Settling.** A subscriber that says `uses_ack_rpc` gets an `ack_id`
+//!   (`<subscription>.<stream sequence>.<delivery>`) on each message for Ack, Nack (with a
+//!   delay), InProgress (restarts the ack wait) and Term. An id that is unknown, already
+//!   settled, past its ack wait (JetStream redelivers the message then) or whose
+//!   subscription ended answers NOT_FOUND. With `manual_ack = false`, or without
+//!   `uses_ack_rpc` (clients of the original contract, which have no Ack call), the broker
+//!   acks each message itself as it hands it to the gRPC stream: at most once, and what
+//!   such a subscriber can lose when it dies is what was in transit to it, never the
+//!   backlog.
+//! - **Leases.** ack wait counts from when the subscriber can have a message: while a
+//!   subscriber keeps settling messages, the broker renews JetStream's ack wait (in
+//!   progress) for every message it holds for it, up to the broker's maximum lease. A
+//!   subscriber that settles nothing for a whole ack wait (stuck, or not reading) gets no
+//!   renewal: its messages go to the group's other members.
 //! - **Dead letters.** `max_deliver` is the number of deliveries applications get. The
 //!   broker keeps JetStream's own limit unlimited and counts instead: the delivery after
 //!   the last one comes to the broker, which publishes the message to the dead-letter
@@ -26,6 +45,7 @@
 //!   the messages it held, including those still queued for the client or in its pull, are
 //!   nak'd without delay, so the group's remaining members get them at once.
 
+mod credit;
 pub mod dead_letter;
 mod delivery;
 mod group;
@@ -46,21 +66,24 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+pub(crate) use credit::{ConsumeLimits, InflightGauges};
 pub use group::{
     DEAD_LETTER_METADATA, FLOW_CONTROL_METADATA, IDLE_HEARTBEAT_METADATA, MAX_DELIVER_METADATA,
 };
 
 use self::{
+    credit::{Budget, Credit},
     dead_letter::DeadLetters,
     delivery::Subscription,
     group::{Comparison, LaxSettings, config_difference, group_consumer_config, group_of},
-    ledger::{Lookup, Registry},
+    ledger::{Missing, Registry},
     outbox::Outbox,
     spec::SubscribeSpec,
 };
 use crate::{
     error::{ApiError, status_for_api},
     jsapi::JsApi,
+    metrics::BrokerMetrics,
     names::validate_name,
 };
 
@@ -77,6 +100,12 @@ pub(crate) struct ConsumerSettings {
     pub(crate) dead_letter_replicas: usize,
     /// Deadline of the JetStream calls settling a message.
     pub(crate) request_timeout: Duration,
+    /// How much subscribers may hold unsettled.
+    pub(crate) limits: ConsumeLimits,
+    /// Longest lease of a message held by a subscriber that keeps settling.
+    pub(crate) max_lease: Duration,
+    /// Where the in-flight gauges go.
+    pub(crate) metrics: BrokerMetrics,
 }
 
 /// Consumer groups and subscriptions of one broker.
@@ -93,6 +122,9 @@ struct Inner {
     registry: Arc<Registry>,
     dead_letters: Arc<DeadLetters>,
     request_timeout: Duration,
+    budget: Arc<Budget>,
+    max_lease: Duration,
+    metrics: BrokerMetrics,
     shutdown: CancellationToken,
 }
 
@@ -118,6 +150,7 @@ impl ConsumerGroups {
         let js = jetstream::ContextBuilder::new()
             .timeout(settings.request_timeout)
             .build(client.clone());
+        let budget = Arc::new(Budget::new(settings.limits, largest_message(&client)));
         ConsumerGroups {
             inner: Arc::new(Inner {
                 dead_letters: Arc::new(DeadLetters::new(
@@ -130,6 +163,9 @@ impl ConsumerGroups {
                 client,
                 registry: Arc::new(Registry::default()),
                 request_timeout: settings.request_timeout,
+                budget,
+                max_lease: settings.max_lease,
+                metrics: settings.metrics,
                 shutdown,
             }),
         }
@@ -195,6 +231,13 @@ impl ConsumerGroups {
             }
         };
         let ledger = inner.registry.open(settings.ack_wait);
+        let credit = Credit::new(
+            Arc::clone(&inner.budget),
+            spec.max_inflight,
+            spec.prefetch,
+            largest_message(&inner.client),
+            inner.metrics.consumer_inflight(&stream, &consumer_name),
+        );
         let (queue, outbox) = mpsc::channel(spec.prefetch);
         let drained = Arc::new(Notify::new());
         tracing::debug!(subscription = ledger.id(), %stream, consumer = %consumer_name, subject = %spec.subject, "subscribed");
@@ -209,14 +252,21 @@ impl ConsumerGroups {
             ledger: Arc::clone(&ledger),
             dead_letters: Arc::clone(&inner.dead_letters),
             settings,
-            manual_ack: spec.manual_ack,
-            batch_size: spec.prefetch,
+            settles_itself: spec.settles_itself(),
+            credit,
+            client: inner.client.clone(),
+            max_lease: inner.max_lease,
             queue,
             drained: Arc::clone(&drained),
             shutdown: inner.shutdown.clone(),
         };
         tokio::spawn(subscription.run());
-        Ok(Box::pin(Outbox::new(outbox, ledger, drained)))
+        Ok(Box::pin(Outbox::new(
+            outbox,
+            ledger,
+            drained,
+            inner.client.clone(),
+        )))
     }
 
     /// The one stream capturing `subject`.
@@ -356,6 +406,92 @@ impl ConsumerGroups {
 
     /// Tells JetStream what became of the message `ack_id` names and waits for its answer.
     async fn settle(&self, ack_id: &str, kind: AckKind) -> Result<pb::AckResponse, Status> {
+        let claim = self.claim(ack_id, kind)?;
+        match self.confirm(claim.reply.clone(), kind).await {
+            Ok(()) => Ok(pb::AckResponse { success: true }),
+            Err(reason) => Err(claim.give_back(&reason)),
+        }
+    }
+
+    /// Settles many messages in one call. The settlements of one subscription go out in
+    /// order on one connection, and JetStream's answer to the last of them confirms the lot
+    /// (it has taken every earlier one by then); one result per settlement, in order.
+    pub(crate) async fn settle_many(
+        &self,
+        request: pb::SettleRequest,
+    ) -> Result<pb::SettleResponse, Status> {
+        if request.settlements.len() > MAX_SETTLEMENTS {
+            return Err(Status::invalid_argument(format!(
+                "{} settlements in one call; at most {MAX_SETTLEMENTS}",
+                request.settlements.len()
+            )));
+        }
+        let mut results = vec![pb::SettleResult::default(); request.settlements.len()];
+        // Claims by subscription, in request order.
+        let mut claims: Vec<(String, Vec<(usize, Claim)>)> = Vec::new();
+        for (index, settlement) in request.settlements.into_iter().enumerate() {
+            let claimed =
+                settle_kind(&settlement).and_then(|kind| self.claim(&settlement.ack_id, kind));
+            match claimed {
+                Ok(claim) => {
+                    let subscription = claim.ledger.id().to_owned();
+                    match claims.iter_mut().find(|(id, _)| *id == subscription) {
+                        Some((_, group)) => group.push((index, claim)),
+                        None => claims.push((subscription, vec![(index, claim)])),
+                    }
+                }
+                Err(status) => results[index] = result_of(&status),
+            }
+        }
+        let sends = claims
+            .into_iter()
+            .map(|(_, group)| self.send_in_order(group));
+        for failed in futures::future::join_all(sends).await {
+            for (index, status) in failed {
+                results[index] = result_of(&status);
+            }
+        }
+        Ok(pb::SettleResponse { results })
+    }
+
+    /// Sends one subscription's claims: all but the last as plain publishes, the last as a
+    /// request whose answer confirms them all. Answers the failures, by index.
+    async fn send_in_order(&self, mut group: Vec<(usize, Claim)>) -> Vec<(usize, Status)> {
+        let Some((last_index, last)) = group.pop() else {
+            return Vec::new();
+        };
+        let mut failed = Vec::new();
+        let mut sent = Vec::new();
+        for (index, claim) in group {
+            let payload = Bytes::from(claim.kind);
+            match self
+                .inner
+                .client
+                .publish(claim.reply.clone(), payload)
+                .await
+            {
+                Ok(()) => sent.push((index, claim)),
+                Err(e) => failed.push((index, claim.give_back(&e.to_string()))),
+            }
+        }
+        match self.confirm(last.reply.clone(), last.kind).await {
+            Ok(()) => failed,
+            Err(reason) => {
+                // Which of the others JetStream took is unknown: each may be settled again
+                // (JetStream ignores a second ack of the same delivery).
+                failed.push((last_index, last.give_back(&reason)));
+                failed.extend(
+                    sent.into_iter()
+                        .map(|(index, claim)| (index, claim.give_back(&reason))),
+                );
+                failed
+            }
+        }
+    }
+
+    /// Takes the message `ack_id` names out of its subscription's table (or, for
+    /// in-progress, renews it there), to settle it.
+    fn claim(&self, ack_id: &str, kind: AckKind) -> Result<Claim, Status> {
         if ack_id.is_empty() {
             return Err(Status::invalid_argument(
                 "ack_id is empty (a subscription with manual_ack = false acks on delivery)",
@@ -364,49 +500,111 @@ impl ConsumerGroups {
         let Some(ledger) = self.inner.registry.find(ack_id) else {
             return Err(unknown(ack_id));
         };
-        let keeps_entry = matches!(kind, AckKind::Progress);
-        let lookup = if keeps_entry {
-            ledger.extend(ack_id)
-        } else {
-            ledger.take(ack_id)
+        let (reply, taken) = match kind {
+            AckKind::Progress => match ledger.extend(ack_id) {
+                Ok(reply) => (reply, None),
+                Err(missing) => return Err(not_pending(ack_id, missing, &ledger)),
+            },
+            _ => match ledger.take(ack_id) {
+                Ok(pending) => (pending.reply.clone(), Some(pending)),
+                Err(missing) => return Err(not_pending(ack_id, missing, &ledger)),
+            },
         };
-        let message = match lookup {
-            Lookup::Found(message) => message,
-            Lookup::Unknown => return Err(unknown(ack_id)),
-            Lookup::Expired => {
-                return Err(Status::not_found(format!(
-                    "ack_id {ack_id:?} expired: its ack wait of {:?} elapsed, so JetStream \
-                     redelivers the message (under a new ack_id)",
-                    ledger.ack_wait()
-                )));
-            }
-        };
-        match self.confirm(&message, kind).await {
-            Ok(()) => Ok(pb::AckResponse { success: true }),
-            Err(reason) => {
-                if !keeps_entry {
-                    ledger.restore(ack_id.to_owned(), *message);
-                }
-                Err(Status::unavailable(format!(
-                    "JetStream did not confirm the {} of {ack_id:?}: {reason}; try again",
-                    kind_name(kind)
-                )))
-            }
-        }
+        Ok(Claim {
+            ledger,
+            ack_id: ack_id.to_owned(),
+            kind,
+            reply,
+            taken,
+        })
     }
 
     /// Sends an ack of `kind` as a request, so that JetStream's answer confirms it.
-    async fn confirm(&self, message: &jetstream::Message, kind: AckKind) -> Result<(), String> {
-        let reply = message
-            .reply
-            .clone()
-            .ok_or_else(|| "the message has no ack subject".to_owned())?;
+    async fn confirm(&self, reply: async_nats::Subject, kind: AckKind) -> Result<(), String> {
         let request = self.inner.client.request(reply, Bytes::from(kind));
         match tokio::time::timeout(self.inner.request_timeout, request).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {:?}", self.inner.request_timeout)),
         }
+    }
+}
+
+/// Most settlements in one Settle call.
+const MAX_SETTLEMENTS: usize = 10_000;
+
+/// A message taken out of its subscription's table to be settled.
+struct Claim {
+    ledger: Arc<ledger::Ledger>,
+    ack_id: String,
+    kind: AckKind,
+    reply: async_nats::Subject,
+    /// The entry, unless the settlement keeps it (in progress).
+    taken: Option<ledger::Pending>,
+}
+
+impl Claim {
+    /// The settlement could not be confirmed: the entry goes back so the subscriber may try
+    /// again; answers the UNAVAILABLE to report.
+    fn give_back(self, reason: &str) -> Status {
+        if let Some(pending) = self.taken {
+            self.ledger.restore(self.ack_id.clone(), pending);
+        }
+        Status::unavailable(format!(
+            "JetStream did not confirm the {} of {:?}: {reason}; try again",
+            kind_name(self.kind),
+            self.ack_id
+        ))
+    }
+}
+
+/// The JetStream ack of one settlement.
+fn settle_kind(settlement: &pb::Settlement) -> Result<AckKind, Status> {
+    Ok(match pb::SettleKind::try_from(settlement.kind) {
+        Ok(pb::SettleKind::Ack) => AckKind::Ack,
+        Ok(pb::SettleKind::InProgress) => AckKind::Progress,
+        Ok(pb::SettleKind::Term) => AckKind::Term,
+        Ok(pb::SettleKind::Nack) => {
+            let delay = u64::try_from(settlement.delay_ms).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "delay_ms is {}; it must not be negative",
+                    settlement.delay_ms
+                ))
+            })?;
+            AckKind::Nak((delay > 0).then(|| Duration::from_millis(delay)))
+        }
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown settle kind {}",
+                settlement.kind
+            )));
+        }
+    })
+}
+
+fn result_of(status: &Status) -> pb::SettleResult {
+    pb::SettleResult {
+        code: status.code() as i32,
+        error: status.message().to_owned(),
+    }
+}
+
+/// The largest message NATS may deliver: its max_payload, and room for the subject and
+/// JetStream's own headers.
+fn largest_message(client: &async_nats::Client) -> usize {
+    const ENVELOPE: usize = 4 * 1024;
+    client.server_info().max_payload.max(1024 * 1024) + ENVELOPE
+}
+
+/// Why `ack_id` cannot be settled.
+fn not_pending(ack_id: &str, missing: Missing, ledger: &ledger::Ledger) -> Status {
+    match missing {
+        Missing::Expired => Status::not_found(format!(
+            "ack_id {ack_id:?} expired: its ack wait of {:?} elapsed, so JetStream \
+             redelivers the message (under a new ack_id)",
+            ledger.ack_wait()
+        )),
+        Missing::Unknown => unknown(ack_id),
     }
 }
 

@@ -1,6 +1,9 @@
 //! The response stream of one Subscribe: messages queued by the subscription task, handed to
 //! tonic one by one. A subscription that acks on delivery acks each message here, as tonic
-//! takes it, so that messages still queued when the client goes away are nak'd, not lost.
+//! takes it, so that messages still queued when the client goes away are nak'd, not lost:
+//! what such a subscriber can lose when it dies is what is in transit to it (bounded by its
+//! HTTP/2 receive window), never the backlog, which the broker pulls only as tonic takes
+//! messages.
 
 use std::{
     pin::Pin,
@@ -8,12 +11,14 @@ use std::{
     task::{Context, Poll},
 };
 
+use async_nats::jetstream::AckKind;
+use bytes::Bytes;
 use futures::Stream;
 use lax_proto::broker::v1 as pb;
 use tokio::sync::{Notify, mpsc};
 use tonic::Status;
 
-use super::ledger::{Ledger, Lookup};
+use super::ledger::Ledger;
 
 /// One queued message.
 #[derive(Debug)]
@@ -28,8 +33,10 @@ pub(crate) struct Outgoing {
 pub(crate) struct Outbox {
     queue: mpsc::Receiver<Result<Outgoing, Status>>,
     ledger: Arc<Ledger>,
-    /// Signalled whenever the queue runs empty (flow-controlled subscriptions wait for it).
+    /// Signalled whenever the queue is at most half full (the next pull waits for it).
     drained: Arc<Notify>,
+    /// Where acks on delivery go out.
+    client: async_nats::Client,
 }
 
 impl Outbox {
@@ -37,11 +44,13 @@ impl Outbox {
         queue: mpsc::Receiver<Result<Outgoing, Status>>,
         ledger: Arc<Ledger>,
         drained: Arc<Notify>,
+        client: async_nats::Client,
     ) -> Self {
         Outbox {
             queue,
             ledger,
             drained,
+            client,
         }
     }
 }
@@ -54,18 +63,22 @@ impl Stream for Outbox {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(next) => next,
         };
-        if self.queue.is_empty() {
+        if self.queue.len() <= self.queue.max_capacity() / 2 {
             self.drained.notify_one();
         }
         Poll::Ready(next.map(|item| {
             item.map(|outgoing| {
                 if let Some(ack_id) = outgoing.ack_on_delivery
-                    && let Lookup::Found(message) = self.ledger.take(&ack_id)
+                    && let Ok(pending) = self.ledger.take(&ack_id)
                 {
                     // A plain ack (no confirmation): the subscription asked for at-most-once
-                    // handling from here on.
+                    // handling from here on. Its credit share goes back with `pending`.
+                    let client = self.client.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = message.ack().await {
+                        if let Err(e) = client
+                            .publish(pending.reply, Bytes::from(AckKind::Ack))
+                            .await
+                        {
                             tracing::debug!(error = %e, "ack on delivery failed; JetStream redelivers");
                         }
                     });

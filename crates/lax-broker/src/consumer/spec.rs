@@ -19,7 +19,11 @@ pub(crate) struct SubscribeSpec {
     pub(crate) shape: ConsumerShape,
     /// Messages per pull request.
     pub(crate) prefetch: usize,
+    /// Most unsettled messages the subscriber wants (0: the broker's limit).
+    pub(crate) max_inflight: usize,
     pub(crate) manual_ack: bool,
+    /// The subscriber settles through the Ack calls (a LAX addition to the contract).
+    pub(crate) uses_ack_rpc: bool,
 }
 
 impl SubscribeSpec {
@@ -45,7 +49,9 @@ impl SubscribeSpec {
                 deliver_policy: start_position(&request.start_position)?,
                 ack_wait_seconds: non_negative(options.ack_wait_seconds, "ack_wait_seconds")?,
                 max_deliver: non_negative(options.max_deliver, "max_deliver")?,
-                max_ack_pending: max_inflight,
+                // The subscriber's max_inflight is its own credit; a group's max ack pending
+                // is the group's (set by CreateConsumerGroup).
+                max_ack_pending: if group.is_some() { 0 } else { max_inflight },
                 flow_control: options.enable_flow_control,
                 idle_heartbeat_seconds: 0,
                 dead_letter_subject: options.dead_letter_subject,
@@ -57,10 +63,18 @@ impl SubscribeSpec {
             } else {
                 prefetch
             },
+            max_inflight: max_inflight as usize,
             manual_ack: options.manual_ack,
+            uses_ack_rpc: options.uses_ack_rpc,
             subject: request.subject,
             group,
         })
+    }
+
+    /// Whether the subscriber settles each message itself; otherwise the broker acks it on
+    /// hand-over (`manual_ack = false`, or a client without the Ack calls).
+    pub(crate) fn settles_itself(&self) -> bool {
+        self.manual_ack && self.uses_ack_rpc
     }
 
     /// The consumer this subscription asks for: the group's durable, or an ephemeral named
@@ -145,11 +159,12 @@ mod tests {
                 prefetch: 50,
                 enable_flow_control: true,
                 dead_letter_subject: "dead.orders".into(),
+                uses_ack_rpc: true,
             },
         ))
         .unwrap();
         assert_eq!(spec.prefetch, 10, "a pull never exceeds max_inflight");
-        assert!(spec.manual_ack);
+        assert!(spec.settles_itself());
         let config = spec.consumer_config("eph");
         assert_eq!(config.name.as_deref(), Some("eph"));
         assert_eq!(config.durable_name, None);
@@ -161,12 +176,27 @@ mod tests {
         assert_eq!(settings.dead_letter_subject.as_deref(), Some("dead.orders"));
         assert!(settings.flow_control);
 
-        let mut grouped = request("", pb::SubscribeOptions::default());
+        let mut grouped = request(
+            "",
+            pb::SubscribeOptions {
+                max_inflight: 100,
+                manual_ack: true,
+                ..Default::default()
+            },
+        );
         grouped.consumer_group = "workers".into();
         let spec = SubscribeSpec::parse(grouped).unwrap();
         assert_eq!(spec.prefetch, DEFAULT_PREFETCH);
+        assert!(
+            !spec.settles_itself(),
+            "an old-contract client cannot ack: the broker acks on hand-over"
+        );
         let config = spec.consumer_config("ignored");
         assert_eq!(config.durable_name.as_deref(), Some("workers"));
+        assert_eq!(
+            config.max_ack_pending, 0,
+            "a member's max_inflight is its own credit, not the group's setting"
+        );
         assert_eq!(config.deliver_policy, DeliverPolicy::New);
     }
 

@@ -288,4 +288,14 @@ impl BrokerService for BrokerServiceImpl {
             .metrics()
             .answered("Term", self.consumers.term(request.into_inner()).await)
     }
+
+    async fn settle(
+        &self,
+        request: Request<pb::SettleRequest>,
+    ) -> Result<Response<pb::SettleResponse>, Status> {
+        self.core.metrics().answered(
+            "Settle",
+            self.consumers.settle_many(request.into_inner()).await,
+        )
+    }
 }

@@ -314,6 +314,13 @@ impl BrokerService for FakeBroker {
     ) -> Result<Response<proto::AckResponse>, Status> {
         Err(Status::unimplemented("not in the fake"))
     }
+
+    async fn settle(
+        &self,
+        _request: Request<proto::SettleRequest>,
+    ) -> Result<Response<proto::SettleResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
 }
 
 #[tonic::async_trait]
