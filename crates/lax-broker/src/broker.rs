@@ -213,7 +213,10 @@ impl BrokerBuilder {
         let router = crate::security::with_tls(Server::builder(), &config)?
             .concurrency_limit_per_connection(config.max_concurrent_requests as usize)
             .load_shed(true)
-            .layer(tower_http::trace::TraceLayer::new_for_grpc())
+            .layer(
+                tower_http::trace::TraceLayer::new_for_grpc()
+                    .on_failure(crate::answer_log::AnswerLog::new()),
+            )
             .add_service(health_service)
             .add_service(reflection)
             .add_service(InterceptedService::new(
@@ -234,6 +237,8 @@ impl BrokerBuilder {
             TcpListenerStream::new(grpc_listener),
             shutdown.clone().cancelled_owned(),
         ));
+        // Ends with `shutdown`, like the endpoint.
+        tokio::spawn(metrics::upkeep(metrics.clone(), shutdown.clone()));
         let metrics_task = metrics_listener.map(|listener| {
             tokio::spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()))
         });

@@ -185,7 +185,10 @@ pub(crate) fn publish_failure_for_api(what: &str, error: &ApiError) -> PublishFa
     let transient = match error {
         ApiError::JetStream(js) => is_transient_jetstream(js),
         ApiError::Request(kind, _) => {
-            matches!(kind, RequestErrorKind::NoResponders | RequestErrorKind::TimedOut)
+            matches!(
+                kind,
+                RequestErrorKind::NoResponders | RequestErrorKind::TimedOut
+            )
         }
     };
     if transient {
@@ -284,7 +287,11 @@ mod tests {
         ];
         for (code, err_code, transient) in cases {
             let error = jetstream_error(code, err_code);
-            assert_eq!(is_transient_jetstream(&error), transient, "{code}/{err_code}");
+            assert_eq!(
+                is_transient_jetstream(&error),
+                transient,
+                "{code}/{err_code}"
+            );
             let failure = publish_failure_for_api("looking", &ApiError::JetStream(error));
             assert_eq!(failure.transient, transient, "{code}/{err_code}");
             if transient {
@@ -296,8 +303,7 @@ mod tests {
             (RequestErrorKind::NoResponders, true),
             (RequestErrorKind::InvalidSubject, false),
         ] {
-            let failure =
-                publish_failure_for_api("looking", &ApiError::Request(kind, "x".into()));
+            let failure = publish_failure_for_api("looking", &ApiError::Request(kind, "x".into()));
             assert_eq!(failure.transient, transient, "{kind:?}");
         }
     }

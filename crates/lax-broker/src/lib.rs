@@ -86,6 +86,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod answer_log;
 mod broker;
 mod config;
 pub mod consumer;

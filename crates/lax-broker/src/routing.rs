@@ -249,7 +249,10 @@ impl StreamRouter {
                 None
             }
             Err(e) => Some(publish_failure_for_api(
-                &format!("stream {} did not answer; checking it still exists", target.name),
+                &format!(
+                    "stream {} did not answer; checking it still exists",
+                    target.name
+                ),
                 &e,
             )),
         }

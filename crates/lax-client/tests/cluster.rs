@@ -255,7 +255,10 @@ async fn leader_kill_is_not_an_error() {
     load.wait_for_acks(ACKS_EACH_SIDE).await;
     let leader = rig.stream_leader().await;
     let killed_at = Instant::now();
-    rig.cluster.kill_node(leader).await.expect("SIGKILL the leader");
+    rig.cluster
+        .kill_node(leader)
+        .await
+        .expect("SIGKILL the leader");
     load.wait_for_acks(ACKS_EACH_SIDE).await;
     println!(
         "leader n{leader} killed; {ACKS_EACH_SIDE} more acks {:?} later",

@@ -464,7 +464,10 @@ impl InFlight {
                     match core.await_ack(&prepared, &target, ack, deadline).await {
                         Ok(stored) => return Ok(stored),
                         Err(failure) if failure.code == Code::NotFound && !failure.maybe_stored => {
-                            match core.router.no_leader_or_gone(&prepared.subject, &target).await
+                            match core
+                                .router
+                                .no_leader_or_gone(&prepared.subject, &target)
+                                .await
                             {
                                 Some(no_leader) => no_leader,
                                 None if resolved_again => return Err(failure),
