@@ -37,6 +37,7 @@ use crate::{
     error::{PublishFailure, code_for_jetstream, is_transient_jetstream},
     metrics::BrokerMetrics,
     routing::{StreamRouter, StreamTarget},
+    security::Grant,
 };
 
 /// The header carrying a request's `key`.
@@ -118,10 +119,13 @@ impl PublishCore {
 
     /// Checks a request and builds the message: message id, headers (`Nats-Msg-Id`,
     /// `Trace-Id`, `Lax-Key`), tier and ack timeout. `defaults` stand in for missing options.
+    /// The caller's `grant` must allow the subject; nothing of a refused message reaches
+    /// JetStream.
     pub(crate) fn prepare(
         &self,
         request: pb::PublishRequest,
         defaults: Option<&pb::PublishOptions>,
+        grant: &Grant,
     ) -> Result<Prepared, Refused> {
         let message_id = message_id_of(&request);
         let refuse = |tier, failure| Refused {
@@ -129,6 +133,12 @@ impl PublishCore {
             tier,
             failure,
         };
+        if let Err(denied) = grant.check_publish(&request.subject) {
+            return Err(refuse(
+                None,
+                PublishFailure::new(denied.code(), denied.message()),
+            ));
+        }
         let options = request
             .options
             .as_ref()
