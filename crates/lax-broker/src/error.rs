@@ -81,6 +81,13 @@ impl PublishFailure {
         self
     }
 
+    /// Flags the failure "may have been stored" when an earlier send of the same message
+    /// went unanswered.
+    pub(crate) fn maybe_stored_if(mut self, earlier_send_unanswered: bool) -> Self {
+        self.maybe_stored |= earlier_send_unanswered;
+        self
+    }
+
     /// The failure of a lax-core validation.
     pub(crate) fn from_core(error: &lax_core::Error) -> Self {
         Self::invalid(error.message().to_owned())

@@ -5,13 +5,13 @@
 mod common;
 
 use async_nats::jetstream;
-use futures::TryStreamExt as _;
 use common::{Harness, request};
+use futures::TryStreamExt as _;
 use lax_broker::Permissions;
 use lax_proto::broker::v1::{
     BatchPublishRequest, ConsumerGroupRequest, CreateStreamRequest, DeleteStreamRequest,
-    ListStreamsRequest, StreamConfig, SubscribeRequest,
-    broker_service_client::BrokerServiceClient, stream_manager_client::StreamManagerClient,
+    ListStreamsRequest, StreamConfig, SubscribeRequest, broker_service_client::BrokerServiceClient,
+    stream_manager_client::StreamManagerClient,
 };
 use tonic::{
     Code, Request, Status,
@@ -118,7 +118,11 @@ async fn a_token_for_orders_cannot_publish_to_or_read_payments() {
             .publish(request(subject, "x", "persistent"))
             .await
             .expect_err(subject);
-        assert_eq!(status.code(), Code::PermissionDenied, "{subject:?}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{subject:?}: {status:?}"
+        );
         assert!(
             status.message().contains("orders-service"),
             "{subject:?}: {status:?}"

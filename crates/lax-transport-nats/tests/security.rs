@@ -164,7 +164,10 @@ async fn a_permission_violation_is_reported_as_an_event_and_the_connection_stays
         .await
         .expect_err("the server refused this subject");
     assert_eq!(refused.kind(), ErrorKind::Rejected, "{refused}");
-    assert!(refused.message().contains("permissions violation"), "{refused}");
+    assert!(
+        refused.message().contains("permissions violation"),
+        "{refused}"
+    );
     assert!(!refused.trips_breaker() && !refused.is_retryable());
     publish_round_trip_on(&publisher).await;
     publisher.close().await.expect("close");

@@ -468,7 +468,7 @@ impl InFlight {
         let mut maybe_stored = false;
         let mut pause = TRANSIENT_RETRY_FIRST;
         loop {
-            let mut failure = match attempt {
+            let failure = match attempt {
                 Attempt::Failed(failure) => failure,
                 Attempt::Sent((target, ack)) => {
                     match core.await_ack(&prepared, &target, ack, deadline).await {
@@ -483,7 +483,10 @@ impl InFlight {
                                 None if resolved_again => return Err(failure),
                                 None => {
                                     resolved_again = true;
-                                    attempt = core.redispatch(&prepared, deadline).await?;
+                                    attempt = core
+                                        .redispatch(&prepared, deadline)
+                                        .await
+                                        .map_err(|f| f.maybe_stored_if(maybe_stored))?;
                                     continue;
                                 }
                             }
@@ -493,9 +496,7 @@ impl InFlight {
                 }
             };
             maybe_stored |= failure.maybe_stored;
-            if maybe_stored {
-                failure.maybe_stored = true;
-            }
+            let failure = failure.maybe_stored_if(maybe_stored);
             let retry_at = Instant::now() + pause;
             if !failure.transient || retry_at >= deadline {
                 return Err(failure);
@@ -506,17 +507,12 @@ impl InFlight {
             pause = (pause * 2).min(TRANSIENT_RETRY_MAX);
             if !core.is_connected() {
                 // NATS is down rather than electing: answer now, as every call does then.
-                let mut failure = core.unreachable();
-                failure.maybe_stored = maybe_stored;
-                return Err(failure);
+                return Err(core.unreachable().maybe_stored_if(maybe_stored));
             }
             attempt = core
                 .redispatch(&prepared, deadline)
                 .await
-                .map_err(|mut failure| {
-                    failure.maybe_stored |= maybe_stored;
-                    failure
-                })?;
+                .map_err(|f| f.maybe_stored_if(maybe_stored))?;
         }
     }
 }
