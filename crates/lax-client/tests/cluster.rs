@@ -246,48 +246,46 @@ async fn count(name: &str, js: &jetstream::Context, tally: &Tally) -> (usize, us
     (lost, duplicated)
 }
 
-/// A killed stream leader is an election, not an error: no caller sees a failure, the
-/// broker-path breaker stays closed, nothing acked is lost and no id is stored twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_kill_is_not_an_error() {
+/// Which node a fault kills, given the stream leader's index.
+enum Victim {
+    Leader,
+    Follower,
+}
+
+/// Kills a node under load and checks no caller noticed: no error, the broker-path breaker
+/// closed, nothing acked lost, no id stored twice.
+async fn kill_under_load_unnoticed(victim: Victim, name: &str) {
     let mut rig = Rig::start().await;
     let load = Load::start(&rig.client);
     load.wait_for_acks(ACKS_EACH_SIDE).await;
     let leader = rig.stream_leader().await;
+    let node = match victim {
+        Victim::Leader => leader,
+        Victim::Follower => (leader + 1) % 3,
+    };
     let killed_at = Instant::now();
-    rig.cluster
-        .kill_node(leader)
-        .await
-        .expect("SIGKILL the leader");
+    rig.cluster.kill_node(node).await.expect("SIGKILL the node");
     load.wait_for_acks(ACKS_EACH_SIDE).await;
     println!(
-        "leader n{leader} killed; {ACKS_EACH_SIDE} more acks {:?} later",
+        "{name}: n{node} killed; {ACKS_EACH_SIDE} more acks {:?} later",
         killed_at.elapsed()
     );
     let breaker = rig.client.broker_breaker_state();
     let tally = load.stop().await;
-    let (lost, duplicated) = count("leader kill", &rig.js, &tally).await;
+    let (lost, duplicated) = count(name, &rig.js, &tally).await;
     assert!(tally.errors.is_empty(), "caller errors: {:?}", tally.errors);
     assert_ne!(breaker, Some(BreakerState::Open), "the breaker opened");
     assert_eq!((lost, duplicated), (0, 0));
 }
 
+/// A killed stream leader is an election, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_is_not_an_error() {
+    kill_under_load_unnoticed(Victim::Leader, "leader kill").await;
+}
+
 /// A killed follower changes nothing a caller can see.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_kill_is_not_an_error() {
-    let mut rig = Rig::start().await;
-    let load = Load::start(&rig.client);
-    load.wait_for_acks(ACKS_EACH_SIDE).await;
-    let follower = (rig.stream_leader().await + 1) % 3;
-    rig.cluster
-        .kill_node(follower)
-        .await
-        .expect("SIGKILL a follower");
-    load.wait_for_acks(ACKS_EACH_SIDE).await;
-    let breaker = rig.client.broker_breaker_state();
-    let tally = load.stop().await;
-    let (lost, duplicated) = count("follower kill", &rig.js, &tally).await;
-    assert!(tally.errors.is_empty(), "caller errors: {:?}", tally.errors);
-    assert_ne!(breaker, Some(BreakerState::Open), "the breaker opened");
-    assert_eq!((lost, duplicated), (0, 0));
+    kill_under_load_unnoticed(Victim::Follower, "follower kill").await;
 }
