@@ -20,8 +20,8 @@
 //! - a **publish** subject must be matched by an allow pattern and no deny pattern;
 //! - a **subscription** subject (maybe a wildcard) must lie wholly inside one allow pattern
 //!   and share no subject with a deny pattern, so `orders.>` cannot read `>` or `*.x`;
-//! - a subject that is not well formed (empty tokens as in `a..b`, whitespace) matches
-//!   nothing, and a wildcard in the first token never covers system subjects (`$JS.API.…`,
+//! - a subject that is not well formed (empty tokens as in `a..b`, whitespace; a wildcard
+//!   in a publish subject) is INVALID_ARGUMENT whoever sends it, and a wildcard in the first token never covers system subjects (`$JS.API.…`,
 //!   `$SYS.…`): those need a pattern naming them. The all-access grant a broker without a
 //!   permissions file gives every caller is `>`, so nobody reaches the JetStream API through
 //!   the publish path;
@@ -187,8 +187,18 @@ impl Grant {
         }
     }
 
-    /// PERMISSION_DENIED unless this caller may publish to `subject`.
+    /// PERMISSION_DENIED unless this caller may publish to `subject`; INVALID_ARGUMENT for a
+    /// subject that is no publishable subject at all, whoever asks.
     pub(crate) fn check_publish(&self, subject: &str) -> Result<(), Status> {
+        match tokens_of(subject) {
+            None => return Err(malformed(subject)),
+            Some(tokens) if tokens.iter().any(|t| is_wildcard(t)) => {
+                return Err(Status::invalid_argument(format!(
+                    "subject {subject:?} contains a wildcard; publish to a concrete subject"
+                )));
+            }
+            Some(_) => {}
+        }
         if self.publish.admits(subject, Access::Publish) {
             Ok(())
         } else {
@@ -198,6 +208,9 @@ impl Grant {
 
     /// PERMISSION_DENIED unless this caller may read every subject `filter` matches.
     pub(crate) fn check_subscribe(&self, filter: &str) -> Result<(), Status> {
+        if tokens_of(filter).is_none() {
+            return Err(malformed(filter));
+        }
         if self.subscribe.admits(filter, Access::Subscribe) {
             Ok(())
         } else {
@@ -220,6 +233,13 @@ impl Grant {
     fn refuse(&self, doing: &str, subject: &str) -> Status {
         Status::permission_denied(format!("{} may not {doing} subject {subject:?}", self.name))
     }
+}
+
+fn malformed(subject: &str) -> Status {
+    Status::invalid_argument(format!(
+        "subject {subject:?} is not a NATS subject: empty tokens, whitespace or misplaced \
+         wildcards"
+    ))
 }
 
 /// How a subject is used: published to (a literal subject) or read (maybe a wildcard).
@@ -342,10 +362,19 @@ mod tests {
             "payments.x",
             "orders",
             "orders.internal.audit",
+            "$JS.API.STREAM.DELETE.ORDERS",
+        ] {
+            let refused = grant.check_publish(subject).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{subject:?}");
+            assert!(refused.message().contains("orders-service"));
+        }
+        // No subject to publish to at all: bad input, whoever sends it.
+        for subject in [
             "orders.*",
             "orders.>",
             ">",
             "*.x",
+            "$JS.API.>",
             "orders..x",
             ".orders.x",
             "orders.x.",
@@ -353,13 +382,10 @@ mod tests {
             " orders.x",
             "orders.x\n",
             "orders\t.x",
-            "$JS.API.STREAM.DELETE.ORDERS",
-            "$JS.API.>",
             "",
         ] {
             let refused = grant.check_publish(subject).unwrap_err();
-            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{subject:?}");
-            assert!(refused.message().contains("orders-service"));
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{subject:?}");
         }
         assert!(grant.check_subscribe("orders.>").is_ok());
         assert!(grant.check_subscribe("orders.*.created").is_ok());
