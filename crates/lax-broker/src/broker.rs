@@ -245,7 +245,10 @@ impl BrokerBuilder {
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .load_shed(true)
-            .layer(tower_http::trace::TraceLayer::new_for_grpc())
+            .layer(
+                tower_http::trace::TraceLayer::new_for_grpc()
+                    .on_failure(crate::answer_log::AnswerLog::new()),
+            )
             .add_service(health_service)
             .add_service(reflection)
             .add_service(InterceptedService::new(
@@ -270,6 +273,8 @@ impl BrokerBuilder {
         let grpc = tokio::spawn(
             router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
         );
+        // Ends with `shutdown`, like the endpoint.
+        tokio::spawn(metrics::upkeep(metrics.clone(), shutdown.clone()));
         let metrics_task = metrics_listener.map(|listener| {
             tokio::spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()))
         });

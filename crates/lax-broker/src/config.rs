@@ -7,8 +7,12 @@ use clap::{ArgAction, Args};
 
 use crate::{
     error::BrokerError,
-    security::{self, SecretString},
+    security::{self, Permissions, SecretString},
 };
+
+fn parse_permissions_file(path: &str) -> Result<Permissions, String> {
+    Permissions::from_file(path.as_ref()).map_err(|e| e.to_string())
+}
 
 /// How the broker connects, listens and publishes.
 ///
@@ -244,6 +248,17 @@ pub struct BrokerConfig {
     #[arg(long, env = "LAX_BROKER_AUTH_TOKEN_FILE", value_name = "PATH")]
     pub auth_token_file: Option<PathBuf>,
 
+    /// Per-token permissions (a JSON file; see [`Permissions`]): the tokens the broker
+    /// accepts, each with the subjects it may publish to and read and whether it may manage
+    /// streams. Replaces `--auth-token`.
+    #[arg(
+        long = "permissions-file",
+        env = "LAX_BROKER_PERMISSIONS_FILE",
+        value_name = "PATH",
+        value_parser = parse_permissions_file
+    )]
+    pub permissions: Option<Permissions>,
+
     /// NATS credentials file (user JWT and NKey seed, as `nsc` writes it).
     #[arg(long, env = "LAX_BROKER_NATS_CREDS", value_name = "PATH")]
     pub nats_creds: Option<PathBuf>,
@@ -337,6 +352,7 @@ impl BrokerConfig {
             tls_client_ca: None,
             auth_token: None,
             auth_token_file: None,
+            permissions: None,
             nats_creds: None,
             nats_token: None,
             nats_user: None,

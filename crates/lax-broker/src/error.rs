@@ -41,6 +41,9 @@ pub(crate) struct PublishFailure {
     /// Sent but unanswered: the message may be in the stream (a retry with the same id is
     /// de-duplicated).
     pub(crate) maybe_stored: bool,
+    /// A passing cluster state (no stream leader during an election, JetStream's API not
+    /// answering while connected): worth sending again within the call's deadline.
+    pub(crate) transient: bool,
 }
 
 impl PublishFailure {
@@ -49,6 +52,15 @@ impl PublishFailure {
             code,
             message: message.into(),
             maybe_stored: false,
+            transient: false,
+        }
+    }
+
+    /// UNAVAILABLE for a passing cluster state, sent again while the deadline allows.
+    pub(crate) fn transient(message: impl Into<String>) -> Self {
+        PublishFailure {
+            transient: true,
+            ..Self::unavailable(message)
         }
     }
 
@@ -66,6 +78,13 @@ impl PublishFailure {
 
     pub(crate) fn maybe_stored(mut self) -> Self {
         self.maybe_stored = true;
+        self
+    }
+
+    /// Flags the failure "may have been stored" when an earlier send of the same message
+    /// went unanswered.
+    pub(crate) fn maybe_stored_if(mut self, earlier_send_unanswered: bool) -> Self {
+        self.maybe_stored |= earlier_send_unanswered;
         self
     }
 
@@ -154,6 +173,38 @@ pub(crate) fn code_for_jetstream(error: &jetstream::Error) -> Code {
     }
 }
 
+/// True for the JetStream answers of a cluster in passing trouble — no meta or stream leader
+/// (an election), an offline stream, no answer at all — as opposed to a refusal that stays.
+pub(crate) fn is_transient_jetstream(error: &jetstream::Error) -> bool {
+    matches!(
+        error.error_code(),
+        ErrorCode::CLUSTER_NOT_AVAILABLE
+            | ErrorCode::CLUSTER_NOT_LEADER
+            | ErrorCode::STREAM_OFFLINE
+            | ErrorCode::STREAM_OFFLINE_REASON
+    ) || error.code() == 503
+}
+
+/// The failure of a JetStream API call made for a publish (`what` says which); a transient
+/// one ([`is_transient_jetstream`], no answer) is marked so the publish waits it out.
+pub(crate) fn publish_failure_for_api(what: &str, error: &ApiError) -> PublishFailure {
+    let status = status_for_api(what, error);
+    let transient = match error {
+        ApiError::JetStream(js) => is_transient_jetstream(js),
+        ApiError::Request(kind, _) => {
+            matches!(
+                kind,
+                RequestErrorKind::NoResponders | RequestErrorKind::TimedOut
+            )
+        }
+    };
+    if transient {
+        PublishFailure::transient(status.message().to_owned())
+    } else {
+        PublishFailure::new(status.code(), status.message().to_owned())
+    }
+}
+
 /// The status for a failed JetStream API call (`what` says which, e.g. "creating stream X").
 pub(crate) fn status_for_api(what: &str, error: &ApiError) -> Status {
     match error {
@@ -223,6 +274,45 @@ mod tests {
             "description": "refused",
         }))
         .expect("a JetStream API error")
+    }
+
+    #[test]
+    fn elections_and_offline_streams_are_transient_refusals_are_not() {
+        use super::{ApiError, is_transient_jetstream, publish_failure_for_api};
+        use async_nats::jetstream::context::RequestErrorKind;
+        // (code, err_code, transient): 10008 "JetStream system temporarily unavailable",
+        // 10009 "not leader", 10118 stream offline; 10059 stream not found and 10058 name
+        // exists stay what they are.
+        let cases = [
+            (503, 10008, true),
+            (500, 10009, true),
+            (500, 10118, true),
+            (503, 0, true),
+            (404, 10059, false),
+            (400, 10058, false),
+            (400, 10052, false),
+        ];
+        for (code, err_code, transient) in cases {
+            let error = jetstream_error(code, err_code);
+            assert_eq!(
+                is_transient_jetstream(&error),
+                transient,
+                "{code}/{err_code}"
+            );
+            let failure = publish_failure_for_api("looking", &ApiError::JetStream(error));
+            assert_eq!(failure.transient, transient, "{code}/{err_code}");
+            if transient {
+                assert_eq!(failure.code, Code::Unavailable);
+            }
+        }
+        for (kind, transient) in [
+            (RequestErrorKind::TimedOut, true),
+            (RequestErrorKind::NoResponders, true),
+            (RequestErrorKind::InvalidSubject, false),
+        ] {
+            let failure = publish_failure_for_api("looking", &ApiError::Request(kind, "x".into()));
+            assert_eq!(failure.transient, transient, "{kind:?}");
+        }
     }
 
     #[test]

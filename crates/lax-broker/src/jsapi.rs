@@ -20,6 +20,18 @@ pub(crate) struct StreamPage {
     pub(crate) total: usize,
     #[serde(default)]
     pub(crate) streams: Option<Vec<stream::Info>>,
+    /// Streams whose leader did not answer in time (in a cluster, during an election): left
+    /// out of `streams` although they exist.
+    #[serde(default)]
+    pub(crate) missing: Option<Vec<String>>,
+}
+
+/// One page of `STREAM.NAMES`, answered from the meta leader's assignments, so it lists a
+/// stream whose own leader is being elected.
+#[derive(Debug, Deserialize)]
+struct StreamNamePage {
+    #[serde(default)]
+    streams: Option<Vec<String>>,
 }
 
 /// One page of `CONSUMER.LIST`.
@@ -118,6 +130,21 @@ impl JsApi {
     ) -> Result<StreamPage, ApiError> {
         self.call("STREAM.LIST".to_owned(), &ListRequest { offset, subject })
             .await
+    }
+
+    /// Names of the streams capturing `subject`, from the meta leader alone (the first page,
+    /// which is plenty: at most one stream captures a subject).
+    pub(crate) async fn stream_names(&self, subject: &str) -> Result<Vec<String>, ApiError> {
+        let page: StreamNamePage = self
+            .call(
+                "STREAM.NAMES".to_owned(),
+                &ListRequest {
+                    offset: 0,
+                    subject: Some(subject),
+                },
+            )
+            .await?;
+        Ok(page.streams.unwrap_or_default())
     }
 
     pub(crate) async fn create_stream(

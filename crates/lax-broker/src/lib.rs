@@ -86,6 +86,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod answer_log;
 mod broker;
 mod config;
 pub mod consumer;
@@ -104,4 +105,4 @@ pub use broker::{Broker, BrokerBuilder, RunningBroker};
 pub use config::{BrokerConfig, DEFAULT_NATS_URL};
 pub use error::BrokerError;
 pub use metrics::BrokerMetrics;
-pub use security::SecretString;
+pub use security::{Permissions, SecretString};

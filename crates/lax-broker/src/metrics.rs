@@ -259,27 +259,30 @@ pub(crate) fn code_label(code: tonic::Code) -> String {
     label
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` fires, running the recorder's upkeep
-/// meanwhile.
+/// How often the recorder's upkeep drains the samples histograms buffer into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs the recorder's upkeep until `shutdown` fires. Histograms buffer every sample until
+/// upkeep (or a render) drains them, so this runs whether or not the `/metrics` endpoint
+/// does: without it a broker with metrics off grew by every publish's latency sample.
+pub(crate) async fn upkeep(metrics: BrokerMetrics, shutdown: CancellationToken) {
+    let handle = metrics.handle();
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` fires.
 pub(crate) async fn serve(
     listener: TcpListener,
     metrics: BrokerMetrics,
     shutdown: CancellationToken,
 ) {
     let handle = metrics.handle();
-    let upkeep = {
-        let handle = handle.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => handle.run_upkeep(),
-                }
-            }
-        }
-    };
     let app = Router::new().route(
         "/metrics",
         get(move || {
@@ -287,9 +290,9 @@ pub(crate) async fn serve(
             async move { handle.render() }
         }),
     );
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let (served, ()) = tokio::join!(server, upkeep);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
     if let Err(error) = served {
         tracing::warn!(%error, "metrics endpoint stopped");
     }

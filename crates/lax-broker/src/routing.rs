@@ -15,7 +15,7 @@ use lax_core::Tier;
 use tonic::Code;
 
 use crate::{
-    error::{ApiError, PublishFailure, status_for_api},
+    error::{PublishFailure, publish_failure_for_api},
     jsapi::JsApi,
 };
 
@@ -211,17 +211,51 @@ impl StreamRouter {
         Ok(target)
     }
 
+    /// The stream capturing `subject`, if any. A stream JetStream lists as missing (its
+    /// leader did not answer: an election) is a transient failure, never "no stream" — that
+    /// would auto-create a rival or refuse the publish.
     async fn lookup(&self, subject: &str) -> Result<Option<StreamTarget>, PublishFailure> {
-        let page = self
-            .api
-            .stream_page(0, Some(subject))
-            .await
-            .map_err(|e| api_failure(&format!("looking up the stream for {subject:?}"), &e))?;
-        Ok(page
-            .streams
-            .unwrap_or_default()
-            .first()
-            .map(|info| StreamTarget::of(&info.config)))
+        let page = self.api.stream_page(0, Some(subject)).await.map_err(|e| {
+            publish_failure_for_api(&format!("looking up the stream for {subject:?}"), &e)
+        })?;
+        if let Some(info) = page.streams.unwrap_or_default().first() {
+            return Ok(Some(StreamTarget::of(&info.config)));
+        }
+        match page.missing.unwrap_or_default().as_slice() {
+            [] => Ok(None),
+            missing => Err(PublishFailure::transient(format!(
+                "stream(s) {} did not answer the lookup for {subject:?} (a leader election?)",
+                missing.join(", ")
+            ))),
+        }
+    }
+
+    /// After "no responders" on a publish to `target`: a transient failure while JetStream
+    /// still assigns the stream to the subject (it has no leader: an election is under way),
+    /// `None` when the stream is really gone, its lookup forgotten so the next resolve looks
+    /// again.
+    pub(crate) async fn no_leader_or_gone(
+        &self,
+        subject: &str,
+        target: &StreamTarget,
+    ) -> Option<PublishFailure> {
+        match self.api.stream_names(subject).await {
+            Ok(names) if names.contains(&target.name) => Some(PublishFailure::transient(format!(
+                "stream {} has no leader to store the message (a leader election is under way)",
+                target.name
+            ))),
+            Ok(_) => {
+                self.forget_subject(subject);
+                None
+            }
+            Err(e) => Some(publish_failure_for_api(
+                &format!(
+                    "stream {} did not answer; checking it still exists",
+                    target.name
+                ),
+                &e,
+            )),
+        }
     }
 
     async fn create_for(&self, subject: &str, tier: Tier) -> Result<StreamTarget, PublishFailure> {
@@ -246,7 +280,7 @@ impl StreamRouter {
                     ))
                 })
             }
-            Err(e) => Err(api_failure(
+            Err(e) => Err(publish_failure_for_api(
                 &format!(
                     "creating stream {} ({} storage, {} replica(s)) for tier {tier}",
                     config.name,
@@ -264,11 +298,6 @@ pub(crate) fn storage_name(storage: StorageType) -> &'static str {
         StorageType::File => "file",
         StorageType::Memory => "memory",
     }
-}
-
-fn api_failure(what: &str, error: &ApiError) -> PublishFailure {
-    let status = status_for_api(what, error);
-    PublishFailure::new(status.code(), status.message().to_owned())
 }
 
 #[cfg(test)]

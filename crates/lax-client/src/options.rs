@@ -99,9 +99,23 @@ pub struct ClientOptions {
     pub max_concurrent_publishes: usize,
     /// What happens at the cap.
     pub overload: OverloadBehavior,
-    /// Default deadline of one publish, retries included.
+    /// Timeout of one attempt of a publish (the broker's answer included), when the message
+    /// sets no timeout of its own.
     #[serde(with = "lax_core::config::duration")]
     pub publish_timeout: Duration,
+    /// How long one publish may take, retries included, when the message sets no timeout of
+    /// its own (a message's timeout bounds its whole publish).
+    ///
+    /// It must outlast a JetStream stream-leader election, or a failover reaches callers as
+    /// errors. nats-server elects a new leader 4–9 s after the old one stops answering
+    /// (its Raft election timeout), and the broker keeps re-sending a message within each
+    /// attempt while the stream has no leader, so the budget needs about 10 s plus one
+    /// attempt: the default 15 s, with 3 attempts of 5 s, covers an election without an
+    /// error (checked by `leader_kill_is_not_an_error` in lax-client's `cluster` tests).
+    /// Shorter budgets fail fast during an election with a retryable error, flagged "may
+    /// have been stored" when it is so; resending with the same message id is safe.
+    #[serde(with = "lax_core::config::duration")]
+    pub retry_budget: Duration,
     /// Deadline of every broker call that is not a publish: consumer groups, streams, and
     /// settling received messages.
     #[serde(with = "lax_core::config::duration")]
@@ -151,6 +165,7 @@ impl Default for ClientOptions {
             overload: OverloadBehavior::Wait,
             publish_timeout: Duration::from_secs(5),
             grpc_timeout: Duration::from_secs(30),
+            retry_budget: Duration::from_secs(15),
             retry_attempts: 3,
             retry_initial_delay: Duration::from_millis(100),
             retry_multiplier: 2.0,
@@ -254,6 +269,7 @@ impl ClientOptions {
         }
         positive("nats_connect_timeout", self.nats_connect_timeout)?;
         positive("publish_timeout", self.publish_timeout)?;
+        positive("retry_budget", self.retry_budget)?;
         positive("circuit_breaker_timeout", self.circuit_breaker_timeout)?;
         if self.connection_pool_size == 0 {
             return Err(Error::config("connection_pool_size must be at least 1"));
@@ -371,7 +387,7 @@ impl ClientOptions {
                 first_delay: self.retry_initial_delay,
                 multiplier: self.retry_multiplier,
                 max_delay: self.retry_max_delay,
-                deadline: Some(self.publish_timeout),
+                deadline: Some(self.retry_budget),
                 ..RetryConfig::default()
             }),
             breaker: Some(BreakerConfig {
@@ -553,12 +569,14 @@ impl ClientOptionsBuilder {
         max_concurrent_publishes: usize,
         /// Behaviour at the cap.
         overload: OverloadBehavior,
-        /// Default publish deadline.
+        /// Timeout of one attempt.
         publish_timeout: Duration,
         /// Deadline of non-publish broker calls.
         grpc_timeout: Duration,
         /// TLS to the broker (system roots unless `tls_cert_path` is given).
         use_tls: bool,
+        /// Deadline of one publish, retries included.
+        retry_budget: Duration,
         /// Attempts per broker publish.
         retry_attempts: u32,
         /// First retry delay.
@@ -596,6 +614,7 @@ mod tests {
         assert_eq!(o.broker_addrs, ["localhost:50051"]);
         assert_eq!(o.connection_pool_size, 10);
         assert_eq!(o.publish_timeout, Duration::from_secs(5));
+        assert_eq!(o.retry_budget, Duration::from_secs(15));
         assert_eq!(o.retry_attempts, 3);
         assert_eq!(o.retry_initial_delay, Duration::from_millis(100));
         assert_eq!(o.retry_multiplier, 2.0);

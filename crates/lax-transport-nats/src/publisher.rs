@@ -216,6 +216,14 @@ impl Inner {
     }
 
     fn start_publish(self: &Arc<Self>, request: PublishRequest) -> Result<Started, Error> {
+        if self.monitor.publish_denied(&request.subject) {
+            // A refusal, not an outage: it must not trip a breaker or be retried.
+            return Err(Error::rejected(format!(
+                "NATS refused a publish to {:?} moments ago (permissions violation); this \
+                 account may not publish there",
+                request.subject
+            )));
+        }
         let max_payload = self.client.max_payload();
         validate_request(&request, &Limits::default().with_max_payload(max_payload))?;
         let header_bytes = headers::block_len(&request.headers, &request.message_id);

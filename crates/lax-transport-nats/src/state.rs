@@ -4,8 +4,13 @@
 //! dashboards query it, and `{prefix}_nats_connection_errors_total{kind}` saying which error).
 
 use std::{
+    collections::VecDeque,
     fmt,
-    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use async_nats::{ClientError, Event, ServerError};
@@ -187,7 +192,27 @@ pub(crate) struct Monitor {
     has_connected: AtomicBool,
     /// Bytes accepted since the connection was last up; bounded by the reconnect buffer.
     offline_bytes: AtomicUsize,
+    /// Subjects the server recently refused a publish to, so that the next publish there
+    /// fails as a refusal instead of vanishing.
+    denied: Mutex<VecDeque<(String, Instant)>>,
     metrics: MetricHandles,
+}
+
+/// How many refused subjects are remembered, and for how long (the server's permissions can
+/// be reloaded).
+const DENIED_SUBJECTS: usize = 256;
+const DENIED_FOR: Duration = Duration::from_secs(60);
+
+/// The subject of a server's `Permissions Violation for Publish to "<subject>"`.
+fn denied_publish_subject(message: &str) -> Option<&str> {
+    const PREFIX: &str = "permissions violation for publish to ";
+    let head = message.get(..PREFIX.len())?;
+    if !head.eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    let rest = message[PREFIX.len()..].trim();
+    let quoted = rest.strip_prefix('"')?;
+    quoted.split('"').next()
 }
 
 impl Monitor {
@@ -199,6 +224,7 @@ impl Monitor {
             events,
             has_connected: AtomicBool::new(false),
             offline_bytes: AtomicUsize::new(0),
+            denied: Mutex::new(VecDeque::new()),
             metrics: MetricHandles {
                 connections: metrics::gauge!(format!("{metrics_prefix}_nats_connections")),
                 connection_errors: metrics::counter!(
@@ -239,8 +265,40 @@ impl Monitor {
                 self.emit(ConnectionEvent::ReconnectAttemptsExhausted);
                 self.closed();
             }
+            ConnectionEvent::PermissionViolation(message) => {
+                if let Some(subject) = denied_publish_subject(&message) {
+                    self.remember_denied(subject);
+                }
+                self.emit(ConnectionEvent::PermissionViolation(message));
+            }
             other => self.emit(other),
         }
+    }
+
+    fn denied(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Instant)>> {
+        // A list of recent refusals: a panicking holder leaves nothing inconsistent.
+        self.denied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember_denied(&self, subject: &str) {
+        let mut denied = self.denied();
+        denied.retain(|(s, _)| s != subject);
+        if denied.len() >= DENIED_SUBJECTS {
+            denied.pop_front();
+        }
+        denied.push_back((subject.to_owned(), Instant::now()));
+    }
+
+    /// Whether the server refused a publish to `subject` within the last minute.
+    pub(crate) fn publish_denied(&self, subject: &str) -> bool {
+        let mut denied = self.denied();
+        if denied.is_empty() {
+            return false;
+        }
+        denied.retain(|(_, at)| at.elapsed() < DENIED_FOR);
+        denied.iter().any(|(s, _)| s == subject)
     }
 
     /// The connection is up (first time or again); idempotent.
@@ -329,6 +387,29 @@ mod tests {
     use std::collections::HashMap;
 
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    #[test]
+    fn refused_publish_subjects_are_read_from_the_server_error() {
+        assert_eq!(
+            denied_publish_subject("Permissions Violation for Publish to \"secret.plans\""),
+            Some("secret.plans")
+        );
+        assert_eq!(
+            denied_publish_subject("permissions violation for publish to \"a\" "),
+            Some("a")
+        );
+        assert_eq!(
+            denied_publish_subject("Permissions Violation for Subscription to \"x\""),
+            None
+        );
+        assert_eq!(denied_publish_subject("Permissions"), None);
+        let monitor = Monitor::new("t");
+        monitor.on_nats_event(Event::ServerError(ServerError::Other(
+            "Permissions Violation for Publish to \"secret.plans\"".into(),
+        )));
+        assert!(monitor.publish_denied("secret.plans"));
+        assert!(!monitor.publish_denied("secret.other"));
+    }
 
     use super::*;
 

@@ -157,6 +157,18 @@ async fn a_permission_violation_is_reported_as_an_event_and_the_connection_stays
         Some("permission_violation")
     );
     assert_eq!(publisher.state(), ConnectionState::Connected);
+    // Once the server has said so, a publish there is refused at once: a permission error,
+    // never a timeout, and nothing a breaker counts.
+    let refused = publisher
+        .publish(PublishRequest::new("secret.plans", "x"))
+        .await
+        .expect_err("the server refused this subject");
+    assert_eq!(refused.kind(), ErrorKind::Rejected, "{refused}");
+    assert!(
+        refused.message().contains("permissions violation"),
+        "{refused}"
+    );
+    assert!(!refused.trips_breaker() && !refused.is_retryable());
     publish_round_trip_on(&publisher).await;
     publisher.close().await.expect("close");
 }

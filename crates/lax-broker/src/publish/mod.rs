@@ -34,10 +34,11 @@ use tokio::{
 use tonic::Code;
 
 use crate::{
-    error::{PublishFailure, code_for_jetstream},
+    error::{PublishFailure, code_for_jetstream, is_transient_jetstream},
     metrics::BrokerMetrics,
     publish::deadline::within,
     routing::{StreamRouter, StreamTarget},
+    security::Grant,
 };
 
 /// The header carrying a request's `key`.
@@ -119,10 +120,13 @@ impl PublishCore {
 
     /// Checks a request and builds the message: message id, headers (`Nats-Msg-Id`,
     /// `Trace-Id`, `Lax-Key`), tier and ack timeout. `defaults` stand in for missing options.
+    /// The caller's `grant` must allow the subject; nothing of a refused message reaches
+    /// JetStream.
     pub(crate) fn prepare(
         &self,
         request: pb::PublishRequest,
         defaults: Option<&pb::PublishOptions>,
+        grant: &Grant,
     ) -> Result<Prepared, Refused> {
         let message_id = message_id_of(&request);
         let refuse = |tier, failure| Refused {
@@ -130,6 +134,12 @@ impl PublishCore {
             tier,
             failure,
         };
+        if let Err(denied) = grant.check_publish(&request.subject) {
+            return Err(refuse(
+                None,
+                PublishFailure::new(denied.code(), denied.message()),
+            ));
+        }
         let options = request
             .options
             .as_ref()
@@ -200,7 +210,8 @@ impl PublishCore {
     }
 
     /// Takes an in-flight slot and sends the message; the returned [`InFlight`] awaits its
-    /// ack. `call_deadline` is the gRPC deadline, if the client set one.
+    /// ack. `call_deadline` is the gRPC deadline, if the client set one. A transient failure
+    /// of the send (no stream leader yet) is left for [`InFlight::wait`] to retry.
     pub(crate) async fn send(
         self: &Arc<Self>,
         prepared: Prepared,
@@ -222,12 +233,15 @@ impl PublishCore {
         }
         let own_deadline = Instant::now() + prepared.ack_timeout;
         let deadline = call_deadline.map_or(own_deadline, |d| d.min(own_deadline));
-        let (target, ack) = self.dispatch(&prepared, deadline).await?;
+        let attempt = match self.dispatch(&prepared, deadline).await {
+            Ok(sent) => Attempt::Sent(sent),
+            Err(failure) if failure.transient => Attempt::Failed(failure),
+            Err(failure) => return Err(failure),
+        };
         Ok(InFlight {
             core: Arc::clone(self),
             prepared,
-            target,
-            ack,
+            attempt,
             deadline,
             _permit: permit,
         })
@@ -248,7 +262,7 @@ impl PublishCore {
             self.router.resolve(&prepared.subject, prepared.tier),
         )
         .await
-        .map_err(|_| self.timed_out("finding the stream", false))??;
+        .map_err(|_| self.lookup_timed_out())??;
         if let Some(why) = target.weakness_for(prepared.tier, self.router.replicated_replicas()) {
             return Err(PublishFailure::precondition(format!(
                 "refused: {why}; publish with a weaker tier or move the subject to a stronger stream"
@@ -266,6 +280,19 @@ impl PublishCore {
         .map_err(|_| self.timed_out("sending the message", true))?
         .map_err(|e| self.send_failure(&e))?;
         Ok((target, ack))
+    }
+
+    /// The stream lookup ran into the deadline: nothing was sent. Connected, that is
+    /// JetStream's API not answering (a meta-leader election, typically): UNAVAILABLE, to
+    /// retry, rather than a deadline the caller might read as "maybe stored".
+    fn lookup_timed_out(&self) -> PublishFailure {
+        if self.is_connected() {
+            self.metrics.jetstream_error("timeout");
+            PublishFailure::transient("JetStream did not answer the stream lookup in time")
+        } else {
+            self.metrics.jetstream_error("disconnected");
+            self.unreachable()
+        }
     }
 
     fn timed_out(&self, doing: &str, maybe_stored: bool) -> PublishFailure {
@@ -307,11 +334,15 @@ impl PublishCore {
     ) -> PublishFailure {
         match error.kind() {
             PublishErrorKind::TimedOut => self.timed_out("waiting for the JetStream ack", true),
+            // The node the broker was connected to went away (the client reconnects to
+            // another): worth resending, under the same id, once connected again.
             PublishErrorKind::BrokenPipe => {
                 self.metrics.jetstream_error("disconnected");
-                PublishFailure::unavailable("the NATS connection broke before the ack arrived")
+                PublishFailure::transient("the NATS connection broke before the ack arrived")
                     .maybe_stored()
             }
+            // "No responders": nobody took the message, so it was not stored. Whether the
+            // stream lost its leader or is gone is for `wait` to find out.
             PublishErrorKind::StreamNotFound => {
                 self.metrics.jetstream_error("no_stream");
                 PublishFailure::new(
@@ -324,6 +355,10 @@ impl PublishCore {
                 let js = std::error::Error::source(error)
                     .and_then(|s| s.downcast_ref::<jetstream::Error>());
                 match js {
+                    Some(js) if is_transient_jetstream(js) => PublishFailure::transient(format!(
+                        "stream {} cannot store the message now: {js}",
+                        target.name
+                    )),
                     Some(js) => {
                         let mut failure = PublishFailure::new(
                             code_for_jetstream(js),
@@ -391,56 +426,135 @@ impl Drop for InflightPermit {
     }
 }
 
+/// Where a publish stands: sent and awaiting its ack, or failed for a passing reason and
+/// waiting to be sent again.
+#[derive(Debug)]
+enum Attempt {
+    Sent((StreamTarget, PublishAckFuture)),
+    Failed(PublishFailure),
+}
+
+/// The first wait before sending again after a transient failure; it doubles up to
+/// [`TRANSIENT_RETRY_MAX`]. JetStream elects a stream leader within a few seconds (its
+/// election timeout is 4–9 s), so a publish checks about twice a second meanwhile.
+const TRANSIENT_RETRY_FIRST: Duration = Duration::from_millis(50);
+const TRANSIENT_RETRY_MAX: Duration = Duration::from_millis(500);
+
 /// A sent message awaiting its ack; it holds an in-flight slot until answered.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     core: Arc<PublishCore>,
     prepared: Prepared,
-    target: StreamTarget,
-    ack: PublishAckFuture,
+    attempt: Attempt,
     deadline: Instant,
     _permit: InflightPermit,
 }
 
 impl InFlight {
-    /// Waits for the ack. A publish that found no stream (the stream went away since the
-    /// lookup was cached) was not stored, so it is resolved and sent once more.
+    /// Waits for the ack, sending again (same message id, so JetStream de-duplicates) while
+    /// the deadline allows when the failure is transient: no stream leader during an
+    /// election, JetStream's API not answering, the NATS node going away. A publish that
+    /// found no stream at all (deleted since the lookup was cached) is resolved afresh and
+    /// sent once more. Whatever is left at the deadline is answered UNAVAILABLE, flagged
+    /// "may have been stored" when any send went unanswered.
     pub(crate) async fn wait(self) -> Result<Stored, PublishFailure> {
         let InFlight {
             core,
             prepared,
-            mut target,
-            mut ack,
+            mut attempt,
             deadline,
             _permit,
         } = self;
-        let mut resent = false;
+        let mut resolved_again = false;
+        let mut maybe_stored = false;
+        let mut pause = TRANSIENT_RETRY_FIRST;
         loop {
-            let outcome = timeout_at(deadline, ack.into_future()).await;
-            let failure = match outcome {
-                Ok(Ok(ack)) => {
-                    if ack.stream != target.name {
-                        core.router.forget_subject(&prepared.subject);
+            let failure = match attempt {
+                Attempt::Failed(failure) => failure,
+                Attempt::Sent((target, ack)) => {
+                    match core.await_ack(&prepared, &target, ack, deadline).await {
+                        Ok(stored) => return Ok(stored),
+                        Err(failure) if failure.code == Code::NotFound && !failure.maybe_stored => {
+                            match core
+                                .router
+                                .no_leader_or_gone(&prepared.subject, &target)
+                                .await
+                            {
+                                Some(no_leader) => no_leader,
+                                None if resolved_again => return Err(failure),
+                                None => {
+                                    resolved_again = true;
+                                    attempt = core
+                                        .redispatch(&prepared, deadline)
+                                        .await
+                                        .map_err(|f| f.maybe_stored_if(maybe_stored))?;
+                                    continue;
+                                }
+                            }
+                        }
+                        Err(failure) => failure,
                     }
-                    return Ok(Stored {
-                        stream: ack.stream,
-                        sequence: ack.sequence,
-                        duplicate: ack.duplicate,
-                        timestamp: SystemTime::now(),
-                    });
                 }
-                Err(_elapsed) => core.timed_out("waiting for the JetStream ack", true),
-                Ok(Err(error)) => core.ack_failure(&target, &error),
             };
-            let no_stream = failure.code == Code::NotFound && !failure.maybe_stored;
-            if no_stream {
-                core.router.forget_subject(&prepared.subject);
-            }
-            if !no_stream || resent {
+            maybe_stored |= failure.maybe_stored;
+            let failure = failure.maybe_stored_if(maybe_stored);
+            let retry_at = Instant::now() + pause;
+            if !failure.transient || retry_at >= deadline {
                 return Err(failure);
             }
-            resent = true;
-            (target, ack) = core.dispatch(&prepared, deadline).await?;
+            core.metrics.jetstream_error("transient_retry");
+            tracing::debug!(message_id = %prepared.message_id, %failure, ?pause, "sending again after a transient failure");
+            tokio::time::sleep_until(retry_at).await;
+            pause = (pause * 2).min(TRANSIENT_RETRY_MAX);
+            if !core.is_connected() {
+                // NATS is down rather than electing: answer now, as every call does then.
+                return Err(core.unreachable().maybe_stored_if(maybe_stored));
+            }
+            attempt = core
+                .redispatch(&prepared, deadline)
+                .await
+                .map_err(|f| f.maybe_stored_if(maybe_stored))?;
+        }
+    }
+}
+
+impl PublishCore {
+    /// Sends again after a failure; a transient failure of the send itself is kept for the
+    /// caller's retry loop.
+    async fn redispatch(
+        &self,
+        prepared: &Prepared,
+        deadline: Instant,
+    ) -> Result<Attempt, PublishFailure> {
+        match self.dispatch(prepared, deadline).await {
+            Ok(sent) => Ok(Attempt::Sent(sent)),
+            Err(failure) if failure.transient => Ok(Attempt::Failed(failure)),
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// Awaits one ack until `deadline`.
+    async fn await_ack(
+        &self,
+        prepared: &Prepared,
+        target: &StreamTarget,
+        ack: PublishAckFuture,
+        deadline: Instant,
+    ) -> Result<Stored, PublishFailure> {
+        match timeout_at(deadline, ack.into_future()).await {
+            Ok(Ok(ack)) => {
+                if ack.stream != target.name {
+                    self.router.forget_subject(&prepared.subject);
+                }
+                Ok(Stored {
+                    stream: ack.stream,
+                    sequence: ack.sequence,
+                    duplicate: ack.duplicate,
+                    timestamp: SystemTime::now(),
+                })
+            }
+            Err(_elapsed) => Err(self.timed_out("waiting for the JetStream ack", true)),
+            Ok(Err(error)) => Err(self.ack_failure(target, &error)),
         }
     }
 }

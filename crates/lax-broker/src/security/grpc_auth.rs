@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status, service::Interceptor};
 
-use super::{SecretString, read_file};
+use super::{Grant, Permissions, SecretString, read_file};
 use crate::{config::BrokerConfig, error::BrokerError};
 
 /// The message of the UNAUTHENTICATED status; the same for a missing and a wrong token, so
@@ -24,7 +24,16 @@ pub(crate) fn require_bearer_token(
              set --tls-cert and --tls-key"
         );
     }
-    Ok(RequireBearerToken::new(token.as_ref()))
+    if config.permissions.is_some() && config.tls_cert.is_none() {
+        tracing::warn!(
+            "per-token permissions are on but TLS is off: tokens travel in clear text; set \
+             --tls-cert and --tls-key"
+        );
+    }
+    Ok(match &config.permissions {
+        Some(permissions) => RequireBearerToken::with_permissions(permissions.clone()),
+        None => RequireBearerToken::new(token.as_ref()),
+    })
 }
 
 /// The token from `--auth-token` or the file of `--auth-token-file`, checked.
@@ -64,60 +73,94 @@ fn check_token(token: &str) -> Result<(), BrokerError> {
 }
 
 /// A tonic [`Interceptor`] refusing, with UNAUTHENTICATED, every call that does not carry
-/// `authorization: Bearer <token>`; without a token it lets every call through.
+/// `authorization: Bearer <token>` with an accepted token, and attaching the caller's
+/// [`Grant`] to the calls it lets through: the token's grant from the permissions file, or
+/// all access with a single token or none.
 ///
 /// Tokens are compared in constant time (only their length can leak). `Debug` never shows
-/// the token.
+/// a token.
 #[derive(Clone)]
 pub(crate) struct RequireBearerToken {
-    expected: Option<Arc<[u8]>>,
+    tokens: Tokens,
+    everything: Arc<Grant>,
+}
+
+#[derive(Clone)]
+enum Tokens {
+    Open,
+    Single(Arc<[u8]>),
+    PerToken(Arc<Permissions>),
 }
 
 impl RequireBearerToken {
     /// A check for `token`, or a pass-through for `None`.
     pub(crate) fn new(token: Option<&SecretString>) -> Self {
+        let tokens = match token {
+            Some(t) => Tokens::Single(Arc::from(t.expose().as_bytes())),
+            None => Tokens::Open,
+        };
         RequireBearerToken {
-            expected: token.map(|t| Arc::from(t.expose().as_bytes())),
+            tokens,
+            everything: Arc::new(Grant::everything()),
         }
     }
 
-    /// Whether an `authorization` header value carries the expected token.
-    fn accepts(expected: &[u8], header: &[u8]) -> bool {
+    /// A check for the tokens of `permissions`, each with its grant.
+    pub(crate) fn with_permissions(permissions: Permissions) -> Self {
+        RequireBearerToken {
+            tokens: Tokens::PerToken(Arc::new(permissions)),
+            everything: Arc::new(Grant::everything()),
+        }
+    }
+
+    /// The token of an `authorization` header value (`Bearer <token>`).
+    fn presented(header: &[u8]) -> Option<&[u8]> {
         const SCHEME: &[u8] = b"bearer ";
-        let Some(scheme) = header.get(..SCHEME.len()) else {
-            return false;
-        };
+        let scheme = header.get(..SCHEME.len())?;
         // The scheme is case-insensitive (RFC 7235); the token is not.
         if !scheme.eq_ignore_ascii_case(SCHEME) {
-            return false;
+            return None;
         }
-        let presented = header[SCHEME.len()..].trim_ascii_start();
-        presented.ct_eq(expected).into()
+        Some(header[SCHEME.len()..].trim_ascii_start())
+    }
+
+    /// The grant of the call's token, if it is accepted.
+    fn grant(&self, header: Option<&[u8]>) -> Option<Arc<Grant>> {
+        let presented = header.and_then(Self::presented);
+        match &self.tokens {
+            Tokens::Open => Some(Arc::clone(&self.everything)),
+            Tokens::Single(expected) => presented
+                .filter(|p| bool::from(p.ct_eq(expected)))
+                .map(|_| Arc::clone(&self.everything)),
+            Tokens::PerToken(permissions) => presented.and_then(|p| permissions.grant_for(p)),
+        }
     }
 }
 
 impl fmt::Debug for RequireBearerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tokens = match &self.tokens {
+            Tokens::Open => "none".to_owned(),
+            Tokens::Single(_) => "<redacted>".to_owned(),
+            Tokens::PerToken(permissions) => format!("{permissions:?}"),
+        };
         f.debug_struct("RequireBearerToken")
-            .field("token", &self.expected.as_ref().map(|_| "<redacted>"))
+            .field("tokens", &tokens)
             .finish()
     }
 }
 
 impl Interceptor for RequireBearerToken {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else {
-            return Ok(request);
-        };
-        let authorized = request
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request
             .metadata()
             .get("authorization")
-            .is_some_and(|value| Self::accepts(expected, value.as_bytes()));
-        if authorized {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated(REFUSAL))
-        }
+            .map(|v| v.as_bytes());
+        let grant = self
+            .grant(header)
+            .ok_or_else(|| Status::unauthenticated(REFUSAL))?;
+        request.extensions_mut().insert(grant);
+        Ok(request)
     }
 }
 

@@ -7,11 +7,14 @@
 mod grpc_auth;
 mod grpc_tls;
 mod nats;
+mod permissions;
 mod secret;
 
 pub(crate) use grpc_auth::require_bearer_token;
 pub(crate) use grpc_tls::with_tls;
 pub(crate) use nats::{apply_nats_security, refusal_reason};
+pub(crate) use permissions::Grant;
+pub use permissions::Permissions;
 pub use secret::SecretString;
 
 use std::path::Path;
@@ -30,6 +33,14 @@ pub(crate) fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     }
     if config.auth_token.is_some() && config.auth_token_file.is_some() {
         return bad("give --auth-token or --auth-token-file, not both");
+    }
+    if config.permissions.is_some()
+        && (config.auth_token.is_some() || config.auth_token_file.is_some())
+    {
+        return bad(
+            "give --permissions-file or a single --auth-token(-file), not both: the \
+             permissions file lists every token the broker accepts",
+        );
     }
 
     let nats_methods: Vec<&str> = [
@@ -84,6 +95,18 @@ pub(crate) fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     grpc_tls::with_tls(tonic::transport::Server::builder(), config)?;
     grpc_auth::load_token(config)?;
     Ok(())
+}
+
+/// The grant the authentication interceptor attached to a call; a call without one (which
+/// the interceptor never lets through) is refused rather than let through.
+pub(crate) fn grant_of<T>(
+    request: &tonic::Request<T>,
+) -> Result<std::sync::Arc<Grant>, tonic::Status> {
+    request
+        .extensions()
+        .get::<std::sync::Arc<Grant>>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::permission_denied("the call carries no verified caller"))
 }
 
 fn unreadable(flag: &str, path: &Path, error: &std::io::Error) -> BrokerError {

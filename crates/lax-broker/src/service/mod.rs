@@ -15,6 +15,7 @@ use crate::{
     consumer::ConsumerGroups,
     error::PublishFailure,
     publish::{PublishCore, Refused, Stored, deadline::call_deadline},
+    security::{Grant, grant_of},
 };
 
 /// The BrokerService implementation.
@@ -110,9 +111,10 @@ pub(crate) async fn start_publish(
     request: pb::PublishRequest,
     defaults: Option<&pb::PublishOptions>,
     call_deadline: Option<Instant>,
+    grant: &Grant,
 ) -> BoxFuture<'static, Outcome> {
     let started = StdInstant::now();
-    let prepared = match core.prepare(request, defaults) {
+    let prepared = match core.prepare(request, defaults, grant) {
         Ok(prepared) => prepared,
         Err(refused) => {
             let tier = refused.tier.map_or("unknown", |t| t.as_str());
@@ -158,6 +160,40 @@ fn record(core: &PublishCore, rpc: &'static str, tier: &str, code: &Code, starte
     );
 }
 
+/// A subscription reads its subject and publishes its dead letters.
+fn check_subscribe(request: &Request<pb::SubscribeRequest>) -> Result<(), Status> {
+    let grant = grant_of(request)?;
+    let request = request.get_ref();
+    grant.check_subscribe(&request.subject)?;
+    match request.options.as_ref() {
+        Some(options) if !options.dead_letter_subject.is_empty() => {
+            grant.check_publish(&options.dead_letter_subject)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A consumer group reads its filter subject (a whole stream needs an admin token) and
+/// publishes its dead letters.
+fn check_create_group(request: &Request<pb::ConsumerGroupRequest>) -> Result<(), Status> {
+    let grant = grant_of(request)?;
+    let request = request.get_ref();
+    if request.subject_filter.is_empty() {
+        grant.check_admin(&format!(
+            "create a consumer group over all of stream {:?}",
+            request.stream
+        ))?;
+    } else {
+        grant.check_subscribe(&request.subject_filter)?;
+    }
+    match request.config.as_ref() {
+        Some(config) if !config.dead_letter_subject.is_empty() => {
+            grant.check_publish(&config.dead_letter_subject)
+        }
+        _ => Ok(()),
+    }
+}
+
 #[tonic::async_trait]
 impl BrokerService for BrokerServiceImpl {
     async fn publish(
@@ -165,9 +201,20 @@ impl BrokerService for BrokerServiceImpl {
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let deadline = call_deadline(request.metadata());
-        let outcome = start_publish(&self.core, "Publish", request.into_inner(), None, deadline)
-            .await
-            .await;
+        let grant = match grant_of(&request) {
+            Ok(grant) => grant,
+            Err(status) => return self.core.metrics().answered("Publish", Err(status)),
+        };
+        let outcome = start_publish(
+            &self.core,
+            "Publish",
+            request.into_inner(),
+            None,
+            deadline,
+            &grant,
+        )
+        .await
+        .await;
         let result = match outcome.result {
             Ok(_) => Ok(Outcome::into_response(outcome)),
             Err(failure) => Err(failure.to_status()),
@@ -180,6 +227,10 @@ impl BrokerService for BrokerServiceImpl {
         request: Request<pb::BatchPublishRequest>,
     ) -> Result<Response<pb::BatchPublishResponse>, Status> {
         let deadline = call_deadline(request.metadata());
+        let grant = match grant_of(&request) {
+            Ok(grant) => grant,
+            Err(status) => return self.core.metrics().answered("BatchPublish", Err(status)),
+        };
         let pb::BatchPublishRequest {
             messages,
             default_options,
@@ -198,6 +249,7 @@ impl BrokerService for BrokerServiceImpl {
                 message,
                 default_options.as_ref(),
                 deadline,
+                &grant,
             )
             .await;
             pending.push_back(publish);
@@ -222,8 +274,10 @@ impl BrokerService for BrokerServiceImpl {
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::StreamPublishStream>, Status> {
         let deadline = call_deadline(request.metadata());
+        let grant = grant_of(&request)?;
         let acks = stream_publish::spawn(
             Arc::clone(&self.core),
+            grant,
             request.into_inner(),
             self.stream_window,
             deadline,
@@ -238,17 +292,21 @@ impl BrokerService for BrokerServiceImpl {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        self.core.metrics().answered(
-            "Subscribe",
-            self.consumers.subscribe(request.into_inner()).await,
-        )
+        let result = match check_subscribe(&request) {
+            Ok(()) => self.consumers.subscribe(request.into_inner()).await,
+            Err(denied) => Err(denied),
+        };
+        self.core.metrics().answered("Subscribe", result)
     }
 
     async fn create_consumer_group(
         &self,
         request: Request<pb::ConsumerGroupRequest>,
     ) -> Result<Response<pb::ConsumerGroup>, Status> {
-        let result = self.consumers.create_group(request.into_inner()).await;
+        let result = match check_create_group(&request) {
+            Ok(()) => self.consumers.create_group(request.into_inner()).await,
+            Err(denied) => Err(denied),
+        };
         self.core.metrics().answered("CreateConsumerGroup", result)
     }
 

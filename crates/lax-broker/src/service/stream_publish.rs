@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, Streaming};
 
 use super::{Outcome, start_publish};
-use crate::publish::PublishCore;
+use crate::{publish::PublishCore, security::Grant};
 
 /// The acks of one StreamPublish call.
 pub(crate) type AckStream = ReceiverStream<Result<pb::PublishAck, Status>>;
@@ -26,18 +26,28 @@ pub(crate) type AckStream = ReceiverStream<Result<pb::PublishAck, Status>>;
 /// Starts the task serving one call and returns its ack stream.
 pub(super) fn spawn(
     core: Arc<PublishCore>,
+    grant: Arc<Grant>,
     requests: Streaming<pb::PublishRequest>,
     window: usize,
     call_deadline: Option<Instant>,
     shutdown: CancellationToken,
 ) -> AckStream {
     let (acks, rx) = mpsc::channel(window);
-    tokio::spawn(serve(core, requests, window, call_deadline, shutdown, acks));
+    tokio::spawn(serve(
+        core,
+        grant,
+        requests,
+        window,
+        call_deadline,
+        shutdown,
+        acks,
+    ));
     ReceiverStream::new(rx)
 }
 
 async fn serve(
     core: Arc<PublishCore>,
+    grant: Arc<Grant>,
     mut requests: Streaming<pb::PublishRequest>,
     window: usize,
     call_deadline: Option<Instant>,
@@ -64,7 +74,7 @@ async fn serve(
             }
             next = requests.next(), if reading && pending.len() < window => match next {
                 Some(Ok(request)) => {
-                    let publish = start_publish(&core, "StreamPublish", request, None, call_deadline).await;
+                    let publish = start_publish(&core, "StreamPublish", request, None, call_deadline, &grant).await;
                     pending.push(publish);
                 }
                 Some(Err(status)) => {

@@ -14,6 +14,7 @@ use crate::{
     metrics::BrokerMetrics,
     names::validate_name,
     routing::StreamRouter,
+    security::grant_of,
 };
 
 /// The StreamManager implementation.
@@ -192,8 +193,11 @@ impl StreamManager for StreamManagerImpl {
         &self,
         request: Request<pb::CreateStreamRequest>,
     ) -> Result<Response<pb::Stream>, Status> {
-        self.metrics
-            .answered("CreateStream", self.create(request.into_inner()).await)
+        let result = match grant_of(&request).and_then(|g| g.check_admin("create streams")) {
+            Ok(()) => self.create(request.into_inner()).await,
+            Err(denied) => Err(denied),
+        };
+        self.metrics.answered("CreateStream", result)
     }
 
     async fn get_stream_info(
@@ -208,16 +212,22 @@ impl StreamManager for StreamManagerImpl {
         &self,
         request: Request<pb::UpdateStreamRequest>,
     ) -> Result<Response<pb::Stream>, Status> {
-        self.metrics
-            .answered("UpdateStream", self.update(request.into_inner()).await)
+        let result = match grant_of(&request).and_then(|g| g.check_admin("update streams")) {
+            Ok(()) => self.update(request.into_inner()).await,
+            Err(denied) => Err(denied),
+        };
+        self.metrics.answered("UpdateStream", result)
     }
 
     async fn delete_stream(
         &self,
         request: Request<pb::DeleteStreamRequest>,
     ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
-        self.metrics
-            .answered("DeleteStream", self.delete(request.into_inner()).await)
+        let result = match grant_of(&request).and_then(|g| g.check_admin("delete streams")) {
+            Ok(()) => self.delete(request.into_inner()).await,
+            Err(denied) => Err(denied),
+        };
+        self.metrics.answered("DeleteStream", result)
     }
 
     async fn list_streams(
