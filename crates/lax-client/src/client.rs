@@ -9,7 +9,7 @@ use lax_core::{
     BoxError, Error, Headers, Limits, PublishRequest, Publisher, PublisherService, Receipt, Route,
     ServicePublisher, Tier,
     breaker::{BreakerHandle, BreakerState},
-    stack::{LaxStack, StackBuilder},
+    stack::{Stack, StackBuilder},
     validate::validate_request,
 };
 use lax_transport_grpc::{BrokerAdmin, GrpcPublisher};
@@ -25,8 +25,8 @@ use crate::{
 /// [`LaxClientBuilder::layer`], boxed.
 pub type ClientStack = BoxCloneSyncService<PublishRequest, Receipt, BoxError>;
 
-/// lax-core's default stack over the client's two transports.
-type DefaultStack = LaxStack<PublisherService<NatsPublisher>, PublisherService<GrpcPublisher>>;
+/// lax-core's default stack (its public layers, composed) over the client's two transports.
+type DefaultStack = Stack<PublisherService<NatsPublisher>, PublisherService<GrpcPublisher>>;
 
 /// What the client publishes through: the default stack as it is, or boxed under the layers
 /// added with [`LaxClientBuilder::layer`]. Unboxed, a publish allocates nothing for the
@@ -284,19 +284,18 @@ impl LaxClientBuilder {
         }
         let nats = NatsPublisher::connect(options.nats_options()).await?;
         let grpc = GrpcPublisher::connect_lazy(options.grpc_options()).await?;
-        let build = || {
-            StackBuilder::new(options.stack_config()).build(
-                PublisherService::new(nats.clone()),
-                PublisherService::new(grpc.clone()),
-            )
-        };
-        let stack = if options.enable_metrics {
-            build()
+        let builder = StackBuilder::new(options.stack_config());
+        let layers = if options.enable_metrics {
+            builder.layers()
         } else {
-            metrics::with_local_recorder(&metrics::NoopRecorder, build)
+            metrics::with_local_recorder(&metrics::NoopRecorder, || builder.layers())
         }?;
-        let direct_breaker = stack.direct_breaker().cloned();
-        let broker_breaker = stack.broker_breaker().cloned();
+        let stack = layers.service(
+            PublisherService::new(nats.clone()),
+            PublisherService::new(grpc.clone()),
+        );
+        let direct_breaker = layers.direct_breaker();
+        let broker_breaker = layers.broker_breaker();
         let service = if self.layers.is_empty() {
             Publishing::Default(stack)
         } else {
