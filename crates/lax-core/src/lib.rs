@@ -109,6 +109,7 @@
 
 pub mod breaker;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod limit;
 pub mod message;

@@ -50,7 +50,6 @@
 mod admin;
 mod auth;
 mod convert;
-mod drain;
 mod options;
 mod pool;
 mod publisher;
