@@ -214,12 +214,12 @@ impl StackLayers {
     pub fn service<D, B>(&self, direct: D, broker: B) -> Stack<D, B> {
         let direct = ServiceBuilder::new()
             .option_layer(self.direct_breaker.clone())
-            .layer(self.timeout.clone())
+            .layer(self.timeout)
             .service(direct);
         let broker = ServiceBuilder::new()
             .option_layer(self.retry.clone())
             .option_layer(self.broker_breaker.clone())
-            .layer(self.timeout.clone())
+            .layer(self.timeout)
             .service(broker);
         ServiceBuilder::new()
             .layer(self.metrics.clone())
