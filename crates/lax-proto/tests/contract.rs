@@ -1,10 +1,16 @@
-//! Checks the compiled `broker.v1` descriptors against the shared wire contract,
-//! `shared/wire/broker-v1.md` (beside the workspace): every message, field number, field name,
-//! field type and label, every service and method with its streaming flags, the file each
-//! message and service lives in, the package, the syntax and the imports.
+//! Checks the compiled `broker.v1` descriptors against the project's wire contract,
+//! `proto/CONTRACT.md`: every message, field number, field name, field type and label, every
+//! service and method with its streaming flags, the file each message and service lives in,
+//! the package, the syntax and the imports.
 //!
 //! The contract may only grow: new fields (with new numbers), messages, methods and imports
 //! are allowed; anything the contract lists must stay exactly as listed.
+//!
+//! When `LAX_WIRE_REFERENCE` names a reference copy of the contract written in the same
+//! layout (`cargo xtask test` sets it when the team's reference file is present),
+//! `the_contract_matches_the_reference_copy` also checks that `proto/CONTRACT.md` states
+//! exactly the same facts; without it that check says it was skipped and passes, so a plain
+//! clone stands alone.
 
 use std::{
     collections::BTreeMap,
@@ -17,15 +23,18 @@ use prost_types::{
     field_descriptor_proto::{Label, Type},
 };
 
-/// Where the contract lives: `<workspace>/../shared/wire/broker-v1.md`.
+/// Where the contract lives: `<workspace>/proto/CONTRACT.md`.
 fn contract_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/wire/broker-v1.md")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto/CONTRACT.md")
 }
+
+/// The environment variable naming an optional reference copy of the contract.
+const REFERENCE_ENV: &str = "LAX_WIRE_REFERENCE";
 
 // ---------------------------------------------------------------------------------------
 // The contract, as parsed from the markdown.
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Contract {
     package: Option<String>,
     syntax: Option<String>,
@@ -33,7 +42,7 @@ struct Contract {
     files: BTreeMap<String, ContractFile>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct ContractFile {
     imports: Vec<String>,
     /// message name → fields in table order.
@@ -41,7 +50,7 @@ struct ContractFile {
     services: BTreeMap<String, Vec<ContractMethod>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct ContractField {
     number: i32,
     name: String,
@@ -50,7 +59,7 @@ struct ContractField {
     ty: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct ContractMethod {
     name: String,
     input: String,
@@ -77,7 +86,7 @@ fn parse_contract(text: &str) -> Contract {
 
     for (lineno, raw) in text.lines().enumerate() {
         let line = raw.trim();
-        let at = || format!("broker-v1.md:{}: {raw:?}", lineno + 1);
+        let at = || format!("line {}: {raw:?}", lineno + 1);
 
         if line.starts_with("```") {
             in_code = !in_code;
@@ -498,35 +507,10 @@ impl Checker<'_> {
 #[test]
 fn compiled_protos_match_the_wire_contract() {
     let path = contract_path();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the wire contract at {}: {e}. It lives in the shared folder beside the \
-             workspace (shared/wire/broker-v1.md); the contract test cannot run without it.",
-            path.display()
-        )
-    });
-    let contract = parse_contract(&text);
+    let contract = load_contract(&path);
 
     // The parser must have understood the document, or the check below proves nothing.
-    assert_eq!(
-        contract.package.as_deref(),
-        Some("broker.v1"),
-        "package line not found"
-    );
-    assert_eq!(
-        contract.syntax.as_deref(),
-        Some("proto3"),
-        "syntax line not found"
-    );
-    for file in ["broker.proto", "streams.proto"] {
-        let f = contract
-            .files
-            .get(file)
-            .unwrap_or_else(|| panic!("no `## {file}` section in the contract"));
-        assert!(!f.messages.is_empty(), "{file}: no message table parsed");
-        assert!(!f.services.is_empty(), "{file}: no service block parsed");
-        assert!(!f.imports.is_empty(), "{file}: no imports parsed");
-    }
+    assert_understood(&contract, &path);
 
     let set = compiled_set();
     let (errors, fields, methods) = check(&contract, &set);
@@ -540,13 +524,68 @@ fn compiled_protos_match_the_wire_contract() {
     );
 }
 
+/// The in-repo contract states the same facts as the reference copy, when one is named.
+#[test]
+fn the_contract_matches_the_reference_copy() {
+    let Some(reference) = std::env::var_os(REFERENCE_ENV).filter(|v| !v.is_empty()) else {
+        eprintln!(
+            "skipped: {REFERENCE_ENV} is not set, so proto/CONTRACT.md is checked against the \
+             compiled protos only"
+        );
+        return;
+    };
+    let reference = PathBuf::from(reference);
+    let want = load_contract(&reference);
+    assert_understood(&want, &reference);
+    let ours = load_contract(&contract_path());
+    assert!(
+        ours == want,
+        "proto/CONTRACT.md and {} state different facts:\n  ours: {ours:#?}\n  reference: {want:#?}",
+        reference.display()
+    );
+    eprintln!(
+        "proto/CONTRACT.md states the same facts as {}",
+        reference.display()
+    );
+}
+
+/// Fails unless the parse found the package, syntax and, for both files, messages,
+/// services and imports.
+fn assert_understood(contract: &Contract, path: &Path) {
+    let at = path.display();
+    assert_eq!(
+        contract.package.as_deref(),
+        Some("broker.v1"),
+        "{at}: package line not found"
+    );
+    assert_eq!(
+        contract.syntax.as_deref(),
+        Some("proto3"),
+        "{at}: syntax line not found"
+    );
+    for file in ["broker.proto", "streams.proto"] {
+        let f = contract
+            .files
+            .get(file)
+            .unwrap_or_else(|| panic!("{at}: no `## {file}` section"));
+        assert!(
+            !f.messages.is_empty(),
+            "{at}: {file}: no message table parsed"
+        );
+        assert!(
+            !f.services.is_empty(),
+            "{at}: {file}: no service block parsed"
+        );
+        assert!(!f.imports.is_empty(), "{at}: {file}: no imports parsed");
+    }
+}
+
 fn compiled_set() -> FileDescriptorSet {
     FileDescriptorSet::decode(lax_proto::FILE_DESCRIPTOR_SET).expect("FILE_DESCRIPTOR_SET decodes")
 }
 
-fn load_contract() -> Contract {
-    let path = contract_path();
-    let text = std::fs::read_to_string(&path)
+fn load_contract(path: &Path) -> Contract {
+    let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read the wire contract at {}: {e}", path.display()));
     parse_contract(&text)
 }
@@ -601,7 +640,7 @@ fn field_mut<'a>(
 /// checks that each one is reported (without touching the .proto files).
 #[test]
 fn every_kind_of_break_is_caught() {
-    let contract = load_contract();
+    let contract = load_contract(&contract_path());
     type Break = (&'static str, fn(&mut FileDescriptorSet));
     let breaks: Vec<Break> = vec![
         (
