@@ -47,9 +47,8 @@ struct Cost {
 
 fn cpu_time() -> Duration {
     let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage(RUSAGE_SELF)");
-    let to_duration = |t: nix::sys::time::TimeVal| {
-        Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1_000)
-    };
+    let to_duration =
+        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1_000);
     to_duration(usage.user_time()) + to_duration(usage.system_time())
 }
 
