@@ -36,6 +36,10 @@ type DefaultStack = Stack<PublisherService<NatsPublisher>, PublisherService<Grpc
 /// `Into<BoxError>`, and with a boxed error on one side rustc can no longer prove an async
 /// fn awaiting the publish `Send` (the axum example stops compiling).
 #[derive(Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "cloned for every publish: a boxed stack would cost an allocation per clone"
+)]
 enum Publishing {
     Default(DefaultStack),
     Layered(ClientStack),
