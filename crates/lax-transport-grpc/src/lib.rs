@@ -50,6 +50,7 @@
 mod admin;
 mod auth;
 mod convert;
+mod group;
 mod options;
 mod pool;
 mod publisher;
@@ -58,6 +59,7 @@ mod status;
 
 pub use admin::{BrokerAdmin, GroupJoin};
 pub use auth::BearerAuth;
+pub use group::{ConsumerGroupConfig, DeliverPolicy};
 pub use options::{GrpcOptions, PublishMode, TlsOptions};
 pub use pool::BrokerClient;
 pub use publisher::{GrpcPublisher, PublishFuture};
