@@ -9,7 +9,7 @@ use lax_core::{
     BoxError, Error, Headers, Limits, PublishRequest, Publisher, PublisherService, Receipt, Route,
     ServicePublisher, Tier,
     breaker::{BreakerHandle, BreakerState},
-    stack::{LaxStack, StackBuilder},
+    stack::{Stack, StackBuilder},
     validate::validate_request,
 };
 use lax_transport_grpc::{BrokerAdmin, GrpcPublisher};
@@ -26,8 +26,8 @@ use crate::{
 /// [`LaxClientBuilder::layer`], boxed.
 pub type ClientStack = BoxCloneSyncService<PublishRequest, Receipt, BoxError>;
 
-/// lax-core's default stack over the client's two transports.
-type DefaultStack = LaxStack<PublisherService<NatsPublisher>, PublisherService<GrpcPublisher>>;
+/// lax-core's default stack (its public layers, composed) over the client's two transports.
+type DefaultStack = Stack<PublisherService<NatsPublisher>, PublisherService<GrpcPublisher>>;
 
 /// What the client publishes through: the default stack as it is, or boxed under the layers
 /// added with [`LaxClientBuilder::layer`]. Unboxed, a publish allocates nothing for the
@@ -37,6 +37,10 @@ type DefaultStack = LaxStack<PublisherService<NatsPublisher>, PublisherService<G
 /// `Into<BoxError>`, and with a boxed error on one side rustc can no longer prove an async
 /// fn awaiting the publish `Send` (the axum example stops compiling).
 #[derive(Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "cloned for every publish: a boxed stack would cost an allocation per clone"
+)]
 enum Publishing {
     Default(DefaultStack),
     Layered(ClientStack),
@@ -291,19 +295,20 @@ impl LaxClientBuilder {
         let options = self.options;
         options.validate()?;
         let metrics = MetricsTarget::new(options.enable_metrics, self.global_metrics);
-        let (nats, grpc, stack) = metrics
+        let (nats, grpc, layers) = metrics
             .register(&options.metrics_prefix, async {
                 let nats = NatsPublisher::connect(options.nats_options()).await?;
                 let grpc = GrpcPublisher::connect_lazy(options.grpc_options()).await?;
-                let stack = StackBuilder::new(options.stack_config()).build(
-                    PublisherService::new(nats.clone()),
-                    PublisherService::new(grpc.clone()),
-                )?;
-                Ok::<_, Error>((nats, grpc, stack))
+                let layers = StackBuilder::new(options.stack_config()).layers()?;
+                Ok::<_, Error>((nats, grpc, layers))
             })
             .await?;
-        let direct_breaker = stack.direct_breaker().cloned();
-        let broker_breaker = stack.broker_breaker().cloned();
+        let stack = layers.service(
+            PublisherService::new(nats.clone()),
+            PublisherService::new(grpc.clone()),
+        );
+        let direct_breaker = layers.direct_breaker();
+        let broker_breaker = layers.broker_breaker();
         let service = if self.layers.is_empty() {
             Publishing::Default(stack)
         } else {

@@ -23,9 +23,9 @@
 //! ## 1. The default stack
 //!
 //! [`stack::StackBuilder`] compiles a [`stack::StackConfig`] (the wire contract's defaults)
-//! into metrics → in-flight cap → route → (direct: breaker → timeout | broker: retry →
-//! breaker → timeout), over a direct and a broker service. Its direct path runs these parts
-//! in one service and one future, so it stays nearly free (see [`stack`]):
+//! with [`tower::ServiceBuilder`] into metrics → in-flight cap → route → (direct: breaker →
+//! timeout | broker: retry → breaker → timeout), over a direct and a broker service — the
+//! layers below, nothing else (see [`stack`]):
 //!
 //! ```
 //! use lax_core::{Publisher, PublishRequest, PublisherService, Route, ServicePublisher, Tier};
@@ -109,12 +109,14 @@
 
 pub mod breaker;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod limit;
 pub mod message;
 pub mod metrics;
 pub mod pool;
 pub mod publisher;
+pub mod ready;
 pub mod retry;
 pub mod route;
 pub mod stack;

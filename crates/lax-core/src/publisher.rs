@@ -6,19 +6,16 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use futures::future::BoxFuture;
 use pin_project_lite::pin_project;
-use tokio::sync::Notify;
 use tower::{Service, ServiceExt, util::Oneshot};
 
 use crate::{
+    drain::{Drain, DrainToken},
     error::{BoxError, Error},
     message::{PublishRequest, Receipt},
 };
@@ -142,50 +139,6 @@ impl<P: Publisher> Service<PublishRequest> for PublisherService<P> {
     }
 }
 
-/// Counts publishes in flight and lets `close` wait for them.
-#[derive(Debug, Default)]
-struct Drain {
-    in_flight: AtomicUsize,
-    closed: AtomicBool,
-    idle: Notify,
-}
-
-/// Held by one in-flight publish.
-#[derive(Debug)]
-struct InFlight(Arc<Drain>);
-
-impl Drain {
-    /// Registers a publish, or refuses it once closed. Increments before checking `closed`
-    /// so that `close` either sees this publish or this publish sees `closed`.
-    fn enter(self: &Arc<Self>) -> Option<InFlight> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let guard = InFlight(Arc::clone(self));
-        if self.closed.load(Ordering::SeqCst) {
-            return None;
-        }
-        Some(guard)
-    }
-
-    async fn close_and_wait(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        loop {
-            let idle = self.idle.notified();
-            if self.in_flight.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
 pin_project! {
     /// The future of one [`ServicePublisher`] publish: the service's answer, counted in
     /// flight until it arrives. Not boxed: a publish through a stack allocates only what the
@@ -208,7 +161,7 @@ pin_project! {
         Running {
             #[pin]
             oneshot: Oneshot<S, PublishRequest>,
-            in_flight: InFlight,
+            in_flight: DrainToken,
         },
         Closed,
     }
@@ -251,7 +204,7 @@ impl<S: Service<PublishRequest>> fmt::Debug for ServicePublishFuture<S> {
 /// transports at the bottom of the stack.
 pub struct ServicePublisher<S> {
     service: S,
-    drain: Arc<Drain>,
+    drain: Drain,
     lifecycles: Arc<[Arc<dyn Lifecycle>]>,
 }
 
@@ -260,7 +213,7 @@ impl<S> ServicePublisher<S> {
     pub fn new(service: S) -> Self {
         ServicePublisher {
             service,
-            drain: Arc::default(),
+            drain: Drain::new(),
             lifecycles: Arc::new([]),
         }
     }
@@ -275,12 +228,12 @@ impl<S> ServicePublisher<S> {
 
     /// Number of publishes in flight.
     pub fn in_flight(&self) -> usize {
-        self.drain.in_flight.load(Ordering::SeqCst)
+        self.drain.in_flight()
     }
 
     /// True once `close` has been called.
     pub fn is_closed(&self) -> bool {
-        self.drain.closed.load(Ordering::SeqCst)
+        self.drain.is_closed()
     }
 
     /// The wrapped service.
@@ -303,7 +256,7 @@ impl<S: Clone> Clone for ServicePublisher<S> {
     fn clone(&self) -> Self {
         ServicePublisher {
             service: self.service.clone(),
-            drain: Arc::clone(&self.drain),
+            drain: self.drain.clone(),
             lifecycles: Arc::clone(&self.lifecycles),
         }
     }
@@ -339,7 +292,9 @@ where
         ServicePublishFuture { state }
     }
 
+    /// Waits for the publishes made before it, then flushes every registered lifecycle.
     async fn flush(&self) -> Result<(), Error> {
+        self.drain.flush().await;
         for lifecycle in self.lifecycles.iter() {
             lifecycle.flush().await?;
         }
@@ -347,7 +302,7 @@ where
     }
 
     async fn close(&self) -> Result<(), Error> {
-        self.drain.close_and_wait().await;
+        self.drain.close().await;
         let mut first_error = None;
         for lifecycle in self.lifecycles.iter() {
             if let Err(e) = lifecycle.close().await {

@@ -52,7 +52,6 @@
 mod admin;
 mod auth;
 mod convert;
-mod drain;
 mod group;
 mod options;
 mod pool;

@@ -9,14 +9,15 @@ use std::{
     time::Duration,
 };
 
-use lax_core::{Error, Limits, PublishRequest, Publisher, Receipt, validate::validate_request};
+use lax_core::{
+    Error, Limits, PublishRequest, Publisher, Receipt, drain::Drain, validate::validate_request,
+};
 use lax_proto::broker::v1 as proto;
 use tonic::{Response, Status};
 
 use crate::{
     admin::BrokerAdmin,
     convert::{response_to_receipt, to_proto},
-    drain::Drain,
     options::{GrpcOptions, PublishMode},
     pool::{BrokerClient, Lease, Pool, Purpose},
     status::{is_transport_failure, status_to_error},
@@ -118,7 +119,7 @@ impl GrpcPublisher {
         Ok(GrpcPublisher {
             inner: Arc::new(Inner {
                 pool,
-                drain: Drain::default(),
+                drain: Drain::new(),
                 limits,
             }),
         })

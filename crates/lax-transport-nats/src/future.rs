@@ -8,8 +8,7 @@ use std::{
 };
 
 use futures::future::BoxFuture;
-use lax_core::{Error, Receipt};
-use tokio_util::task::task_tracker::TaskTrackerToken;
+use lax_core::{Error, Receipt, drain::DrainToken};
 
 /// The outcome of one publish: ready at once when the message was refused or buffered while
 /// disconnected, otherwise once the client has taken the message.
@@ -24,7 +23,7 @@ enum State {
     Ready(Result<Receipt, Error>),
     Sending {
         send: BoxFuture<'static, Result<Receipt, Error>>,
-        _in_flight: TaskTrackerToken,
+        _in_flight: DrainToken,
     },
     Done,
 }
@@ -38,7 +37,7 @@ impl PublishFuture {
 
     pub(crate) fn sending(
         send: BoxFuture<'static, Result<Receipt, Error>>,
-        in_flight: TaskTrackerToken,
+        in_flight: DrainToken,
     ) -> Self {
         PublishFuture {
             state: State::Sending {

@@ -1,16 +1,25 @@
 //! [`NatsPublisher`]: a [`Publisher`] over core NATS.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    pin::Pin,
+    sync::{Arc, PoisonError},
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
 
-use async_nats::{Client, HeaderMap, Subject, client::RequestErrorKind, connection::State};
+use async_nats::{
+    Client, HeaderMap, Subject, client::RequestErrorKind, connection::State,
+    message::OutboundMessage,
+};
 use bytes::Bytes;
-use futures::FutureExt;
+use futures::{FutureExt, Sink};
 use lax_core::{
     Error, Limits, PublishRequest, Publisher, Receipt,
+    drain::Drain,
     validate::{validate_filter_subject, validate_request},
 };
 use tokio::sync::{Mutex, broadcast, watch};
-use tokio_util::task::TaskTracker;
 
 use crate::{
     error::{
@@ -74,8 +83,12 @@ pub struct NatsPublisher {
 
 struct Inner {
     client: Client,
+    /// A clone of `client` used as a `Sink`: its `poll_ready` with a no-op waker is a
+    /// `try_send` that keeps the message when the queue is full. A publish that finds room
+    /// (nearly all) thus needs no future of its own, no box and no connection watch.
+    sink: std::sync::Mutex<Client>,
     monitor: Arc<Monitor>,
-    in_flight: TaskTracker,
+    in_flight: Drain,
     /// Set once `close` has flushed and drained the client.
     released: Mutex<bool>,
     servers: Vec<String>,
@@ -118,9 +131,10 @@ impl NatsPublisher {
         }
         Ok(NatsPublisher {
             inner: Arc::new(Inner {
+                sink: std::sync::Mutex::new(client.clone()),
                 client,
                 monitor,
-                in_flight: TaskTracker::new(),
+                in_flight: Drain::new(),
                 released: Mutex::new(false),
                 servers: options.nats_urls,
                 flush_timeout: options.flush_timeout,
@@ -241,11 +255,43 @@ impl Inner {
             payload: request.payload,
             receipt: Receipt::direct(request.message_id),
         };
-        if self.client.connection_state() == State::Connected {
-            let inner = Arc::clone(self);
-            Ok(Started::Sending(Box::pin(inner.send_connected(message))))
-        } else {
-            self.buffer_offline(message).map(Started::Done)
+        if self.client.connection_state() != State::Connected {
+            return self.buffer_offline(message).map(Started::Done);
+        }
+        match self.try_send(message) {
+            TrySend::Sent(receipt) => Ok(Started::Done(receipt)),
+            TrySend::Failed(error) => Err(publish_error(error, self.closing())),
+            TrySend::Full(message) => {
+                let inner = Arc::clone(self);
+                Ok(Started::Sending(Box::pin(inner.send_connected(message))))
+            }
+        }
+    }
+
+    /// Hands `message` to the client's queue if it has room now, without waiting.
+    #[inline]
+    fn try_send(&self, message: Outgoing) -> TrySend {
+        let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sink = Pin::new(&mut *sink);
+        // A no-op waker: when there is no room, the publish waits in a future of its own with
+        // its caller's waker (and the connection watch), not here.
+        match sink
+            .as_mut()
+            .poll_ready(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(error)) => return TrySend::Failed(error),
+            Poll::Pending => return TrySend::Full(message),
+        }
+        let sent = sink.start_send(OutboundMessage {
+            subject: message.subject,
+            reply: None,
+            payload: message.payload,
+            headers: Some(message.headers),
+        });
+        match sent {
+            Ok(()) => TrySend::Sent(message.receipt),
+            Err(error) => TrySend::Failed(error),
         }
     }
 
@@ -366,6 +412,14 @@ struct Outgoing {
     buffered_bytes: usize,
 }
 
+/// What [`Inner::try_send`] did with a message.
+enum TrySend {
+    Sent(Receipt),
+    /// The client's queue is full: the message comes back, to wait for room.
+    Full(Outgoing),
+    Failed(async_nats::PublishError),
+}
+
 enum Started {
     Done(Receipt),
     Sending(futures::future::BoxFuture<'static, Result<Receipt, Error>>),
@@ -375,12 +429,10 @@ impl Publisher for NatsPublisher {
     type Future = PublishFuture;
 
     fn publish(&self, request: PublishRequest) -> PublishFuture {
-        // Registered before checking `closed`, so `close` either waits for this publish or
-        // this publish sees `closed`.
-        let in_flight = self.inner.in_flight.token();
-        if self.inner.in_flight.is_closed() {
+        // `close` either waits for this publish or this publish sees `closed`.
+        let Some(in_flight) = self.inner.in_flight.enter() else {
             return PublishFuture::ready(Err(Error::closed()));
-        }
+        };
         match self.inner.start_publish(request) {
             Ok(Started::Sending(send)) => PublishFuture::sending(send, in_flight),
             Ok(Started::Done(receipt)) => PublishFuture::ready(Ok(receipt)),
@@ -399,8 +451,7 @@ impl Publisher for NatsPublisher {
     /// and waits for it to close; the flush and the drain each take at most `flush_timeout`.
     /// Closing again, or from a clone, returns `Ok` once the first close has finished.
     async fn close(&self) -> Result<(), Error> {
-        self.inner.in_flight.close();
-        self.inner.in_flight.wait().await;
+        self.inner.in_flight.close().await;
         let mut released = self.inner.released.lock().await;
         if *released {
             return Ok(());
@@ -417,7 +468,7 @@ impl fmt::Debug for NatsPublisher {
         f.debug_struct("NatsPublisher")
             .field("servers", &self.inner.servers)
             .field("state", &self.state())
-            .field("in_flight", &self.inner.in_flight.len())
+            .field("in_flight", &self.inner.in_flight.in_flight())
             .field("closed", &self.is_closed())
             .field("max_payload", &self.max_payload())
             .finish()

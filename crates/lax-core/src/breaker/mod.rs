@@ -57,7 +57,7 @@ use std::{
 use tower::Service;
 
 pub use self::layer::CircuitBreakerLayer;
-pub(crate) use self::state::{Admission, Shared, Verdict};
+pub(crate) use self::state::{Admission, Shared};
 pub use self::state::{BreakerHandle, BreakerState};
 use crate::error::{BoxError, Error};
 

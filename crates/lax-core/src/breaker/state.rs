@@ -360,10 +360,6 @@ impl BreakerHandle {
         BreakerHandle { shared }
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// The current state. An open breaker reports [`BreakerState::Open`] until a request
     /// arrives after the open timeout and turns it half-open.
     pub fn state(&self) -> BreakerState {

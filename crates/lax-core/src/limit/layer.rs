@@ -24,6 +24,16 @@ impl ConcurrencyLimitLayer {
     pub fn from_config(config: LimitConfig) -> Result<Self, Error> {
         ConcurrencyLimitLayer::new(config.max_in_flight, config.mode)
     }
+
+    /// The cap.
+    pub fn max(&self) -> usize {
+        self.slots.max()
+    }
+
+    /// Slots free right now, over every service this layer made.
+    pub fn available(&self) -> usize {
+        self.slots.available()
+    }
 }
 
 impl<S> Layer<S> for ConcurrencyLimitLayer {

@@ -12,8 +12,12 @@
 //! ([`tower::ServiceExt::oneshot`]), never in `poll_ready`: waiting for the broker holds only
 //! the broker publishes. A broker call always goes through a clone of the broker path, boxed;
 //! the direct path is checked for readiness in `call` and, being ready nearly always, called in
-//! place — only when it is not does the waiting instance move into the response future, and
-//! the route keep a clone.
+//! place ([`call_when_ready`](crate::ready::call_when_ready)) — only when it is not does the
+//! waiting instance move into the response future, and the route keep a clone.
+//!
+//! This is why the default stack puts no [`Buffer`] in front of its paths, as tower's `steer`
+//! would need: a buffer hands every request to a worker task through a channel and answers
+//! through a oneshot, which costs a direct publish more than the publish itself.
 //!
 //! Each path must therefore be cheap to clone, with clones that become ready on their own —
 //! true of every layer in this crate, of `PublisherService`, and of a tonic `Channel`. A path
@@ -45,13 +49,14 @@
 
 pub mod future;
 
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
-use tower::{Service, ServiceExt, buffer::Buffer, util::Oneshot};
+use tower::{Service, ServiceExt, buffer::Buffer};
 
 use crate::{
     error::{BoxError, Error},
     message::{self, PublishRequest},
+    ready::call_when_ready,
 };
 
 /// Decides the path of a request. Any `Fn(&Req) -> lax_core::Route` is one.
@@ -191,58 +196,12 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         match self.policy.route(&request) {
-            message::Route::Direct => self.call_direct(request),
+            message::Route::Direct => {
+                future::ResponseFuture::direct(call_when_ready(&mut self.direct, request))
+            }
             message::Route::Broker => {
                 future::ResponseFuture::broker(self.broker.clone().oneshot(request))
             }
-        }
-    }
-}
-
-impl<D, B, P> Route<D, B, P> {
-    /// The direct path is nearly always ready at once, so it is asked right here and called
-    /// in place: no clone, and a response future no bigger than the path's own.
-    fn call_direct<Req>(&mut self, request: Req) -> future::ResponseFuture<D, B, Req>
-    where
-        D: Service<Req> + Clone,
-        D::Error: Into<BoxError>,
-        B: Service<Req>,
-    {
-        match call_when_ready(&mut self.direct, request) {
-            Called::Now(future) => future::ResponseFuture::direct(future),
-            Called::Waiting(oneshot) => future::ResponseFuture::direct_waiting(oneshot),
-            Called::Failed(e) => future::ResponseFuture::failed(e.into()),
-        }
-    }
-}
-
-/// What [`call_when_ready`] did with a request.
-pub(crate) enum Called<S: Service<Req>, Req> {
-    /// The service was ready and has been called.
-    Now(S::Future),
-    /// The service was not ready: this instance of it waits, then is called.
-    Waiting(Oneshot<S, Req>),
-    /// The service failed its readiness check.
-    Failed(S::Error),
-}
-
-/// Calls `service` at once if it is ready, without waiting for it if it is not.
-///
-/// A service that is not ready now (perhaps holding a place in a queue) moves into the
-/// returned [`Oneshot`], to be polled again with the caller's waker, and a fresh clone takes
-/// its place for the next request. So one slow request never holds back the next.
-#[inline]
-pub(crate) fn call_when_ready<S, Req>(service: &mut S, request: Req) -> Called<S, Req>
-where
-    S: Service<Req> + Clone,
-{
-    let mut probe = Context::from_waker(Waker::noop());
-    match service.poll_ready(&mut probe) {
-        Poll::Ready(Ok(())) => Called::Now(service.call(request)),
-        Poll::Ready(Err(e)) => Called::Failed(e),
-        Poll::Pending => {
-            let fresh = service.clone();
-            Called::Waiting(std::mem::replace(service, fresh).oneshot(request))
         }
     }
 }

@@ -1,37 +1,30 @@
-//! The default LAX stack, compiled from a [`StackConfig`].
+//! The default LAX stack, compiled from a [`StackConfig`] with [`tower::ServiceBuilder`] out of
+//! this crate's public layers — the same ones an integrator stacks:
 //!
 //! ```text
 //! metrics → in-flight cap → route ─┬─ direct: breaker → timeout → direct transport
 //!                                  └─ broker: retry → breaker → timeout → broker transport
 //! ```
 //!
-//! - **metrics** on top, so each logical publish counts once, retries or not;
-//! - the **in-flight cap** covers both paths;
-//! - **route** sends each publish by the LAX table, and a slow broker never holds back
-//!   direct publishes (see [`route`](crate::route));
-//! - **retry** only on the broker path: a direct publish has no ack to say it failed, and it
-//!   is fire-and-forget by design;
-//! - one **breaker** per path (metric label `path` = `direct` / `broker`), below retry so that
-//!   every attempt counts and an open circuit stops the retries;
-//! - the **timeout** bounds each attempt (the message's own timeout, else
-//!   `publish_timeout`); retry bounds the whole publish by the message's timeout too. On the
-//!   direct path it also bounds a wait for the transport to become ready.
+//! - **metrics** ([`MetricsLayer`]) on top, so each logical publish counts once, retries or not;
+//! - the **in-flight cap** ([`ConcurrencyLimitLayer`]) covers both paths;
+//! - **route** ([`Route`]) sends each publish by the LAX table, and a slow broker never holds
+//!   back direct publishes (see [`route`](crate::route));
+//! - **retry** ([`RetryLayer`]) only on the broker path: a direct publish has no ack to say it
+//!   failed, and it is fire-and-forget by design;
+//! - one **breaker** ([`CircuitBreakerLayer`]) per path (metric label `path` = `direct` /
+//!   `broker`), below retry so that every attempt counts and an open circuit stops the retries;
+//! - the **timeout** ([`TimeoutLayer`]) bounds each attempt (the message's own timeout, else
+//!   `publish_timeout`), including a wait for the transport to become ready; retry bounds the
+//!   whole publish by the message's timeout too.
 //!
-//! The broker path is the layers themselves, stacked with
-//! [`tower::ServiceBuilder::option_layer`] as tonic's `Endpoint` does (a `None` in the config
-//! leaves a layer out). Everything above it — metrics, cap, route, and the direct path's
-//! breaker and timeout — is one service with one response future. It runs the same parts as
-//! the [`metrics`](crate::metrics), [`limit`](crate::limit), [`route`](crate::route),
-//! [`breaker`](crate::breaker) and [`timeout`](crate::timeout) layers, but a direct publish
-//! pays for one shared `Arc` and one future instead of five nested ones. Over a no-op
-//! transport, stacked as layers, those parts added about 250 ns per direct publish; fused,
-//! about 130 ns, of which the Prometheus recorder's own work is about 50 ns and the two clock
-//! reads of the latency about 25 ns (`cargo bench -p lax-core --bench stack`). An
-//! integrator who wants a different order stacks the layers themselves.
+//! A `None` in the config leaves a layer out ([`ServiceBuilder::option_layer`], as tonic's
+//! `Endpoint` does). [`StackBuilder::layers`] gives the layers themselves, to read the
+//! breakers' and the cap's state or to compose them differently.
 //!
 //! The transports at the bottom must be cheap to clone, with clones that become ready on
 //! their own ([`PublisherService`](crate::PublisherService), a tonic channel, or anything
-//! behind a [`tower::buffer::Buffer`] — a connection [`Pool`](crate::pool::Pool), for one).
+//! behind a [`tower::buffer::Buffer`]).
 //!
 //! ```
 //! use lax_core::{Publisher, PublishRequest, PublisherService, Route, ServicePublisher, Tier};
@@ -52,29 +45,18 @@
 //! # }).unwrap();
 //! ```
 
-pub mod future;
+use std::{sync::Arc, time::Duration};
 
-use std::{
-    fmt,
-    sync::Arc,
-    task::{Context, Poll, ready},
-    time::Duration,
-};
-
-use tower::{Service, ServiceBuilder, ServiceExt, util::Either};
+use tower::{ServiceBuilder, util::Either};
 
 use crate::{
-    breaker::{
-        Admission, BreakerConfig, BreakerHandle, CircuitBreaker, CircuitBreakerLayer,
-        error::CircuitOpen,
-    },
-    error::{BoxError, Error},
-    limit::{InFlight, LimitConfig, SlotWaiter, error::Overloaded},
-    message::{PublishRequest, Receipt, Route},
-    metrics::{DEFAULT_PREFIX, Handles},
+    breaker::{BreakerConfig, BreakerHandle, CircuitBreaker, CircuitBreakerLayer},
+    error::Error,
+    limit::{ConcurrencyLimit, ConcurrencyLimitLayer, LimitConfig},
+    metrics::{DEFAULT_PREFIX, Metrics, MetricsLayer},
     retry::{Retry, RetryConfig, RetryLayer},
-    route::{Called, call_when_ready},
-    timeout::{RequestTimeout, Timeout, TimeoutLayer},
+    route::Route,
+    timeout::{Timeout, TimeoutLayer},
 };
 
 /// What the default stack does; `Default` is the wire contract's defaults.
@@ -127,7 +109,7 @@ impl Default for StackConfig {
     }
 }
 
-/// Compiles a [`StackConfig`] into a [`LaxStack`] over a direct and a broker service.
+/// Compiles a [`StackConfig`] into the default [`Stack`] over a direct and a broker service.
 #[derive(Debug, Clone, Default)]
 pub struct StackBuilder {
     config: StackConfig,
@@ -174,11 +156,11 @@ impl StackBuilder {
         &self.config
     }
 
-    /// Builds the stack over `direct` and `broker`. Metric handles are registered with the
-    /// recorder installed now, so install it first. An invalid configuration is a
+    /// The layers of the stack, made (and their metric handles registered with the recorder
+    /// installed now, so install it first). An invalid configuration is a
     /// [`Config`](crate::ErrorKind::Config) error.
-    pub fn build<D, B>(self, direct: D, broker: B) -> Result<LaxStack<D, B>, Error> {
-        let config = self.config;
+    pub fn layers(&self) -> Result<StackLayers, Error> {
+        let config = &self.config;
         config.validate()?;
         let prefix = config.metrics_prefix.as_str();
         // One unlabelled breaker state for both paths, as dashboards built for one expect.
@@ -194,240 +176,101 @@ impl StackBuilder {
                 })
                 .transpose()
         };
-        let direct_breaker = breaker("direct")?;
-        let broker_breaker = breaker("broker")?;
-        let in_flight = config
-            .limit
-            .map(|limit| InFlight::new(limit.max_in_flight, limit.mode))
-            .transpose()?;
-        let broker = ServiceBuilder::new()
-            .option_layer(config.retry.map(RetryLayer::new).transpose()?)
-            .option_layer(broker_breaker.clone())
-            .layer(TimeoutLayer::new(config.publish_timeout))
-            .service(broker);
-        let shared = Shared {
-            metrics: Handles::register(prefix, quanta::Clock::new()),
-            in_flight,
-            direct_breaker: direct_breaker.map(|layer| layer.handle()),
-            broker_breaker: broker_breaker.map(|layer| layer.handle()),
-            publish_timeout: config.publish_timeout,
-        };
-        Ok(LaxStack {
-            direct,
-            broker: Arc::new(broker),
-            shared: Arc::new(shared),
-            reserved: Reserved::Nothing,
-            waiter: None,
+        Ok(StackLayers {
+            metrics: MetricsLayer::new(prefix),
+            limit: config
+                .limit
+                .map(ConcurrencyLimitLayer::from_config)
+                .transpose()?,
+            retry: config.retry.map(RetryLayer::new).transpose()?,
+            direct_breaker: breaker("direct")?,
+            broker_breaker: breaker("broker")?,
+            timeout: TimeoutLayer::new(config.publish_timeout),
         })
     }
-}
 
-/// The broker path below retry: breaker → timeout → transport.
-pub type BrokerAttempt<B> = Either<CircuitBreaker<Timeout<B>>, Timeout<B>>;
-
-/// The broker path of the default stack: retry → breaker → timeout → transport.
-pub type BrokerPath<B> = Either<Retry<BrokerAttempt<B>>, BrokerAttempt<B>>;
-
-/// What every clone of one stack shares; each publish future holds it too.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    metrics: Handles,
-    in_flight: Option<InFlight>,
-    direct_breaker: Option<BreakerHandle>,
-    broker_breaker: Option<BreakerHandle>,
-    publish_timeout: Duration,
-}
-
-impl Shared {
-    #[inline]
-    fn give_back_slot(&self) {
-        if let Some(slots) = &self.in_flight {
-            slots.give_back();
-        }
+    /// Builds the stack over `direct` and `broker`: [`layers`](Self::layers), then
+    /// [`StackLayers::service`].
+    pub fn build<D, B>(self, direct: D, broker: B) -> Result<Stack<D, B>, Error> {
+        Ok(self.layers()?.service(direct, broker))
     }
 }
 
-/// What `poll_ready` secured for the next `call`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reserved {
-    Nothing,
-    Slot,
-    /// Fail-fast mode found the cap reached.
-    Refused,
-}
-
-/// The default LAX stack over a direct and a broker service, built by [`StackBuilder`].
+/// The layers of the default stack, as a [`StackConfig`] asks for them.
 ///
-/// A `Service<PublishRequest>`, cheap to clone; wrap it in
-/// [`ServicePublisher`](crate::ServicePublisher) for a [`Publisher`](crate::Publisher). Always
-/// ready unless the in-flight cap is reached (and waits in that mode): a path that is not
-/// ready waits in the publish's own future.
-pub struct LaxStack<D, B> {
-    direct: D,
-    // Shared, and cloned only for a broker publish: cloning the stack (once per publish, under
-    // `ServicePublisher`) then costs the direct path nothing for it.
-    broker: Arc<BrokerPath<B>>,
-    shared: Arc<Shared>,
-    reserved: Reserved,
-    waiter: SlotWaiter,
+/// Each service made by [`service`](Self::service) shares these layers' state: one cap, one
+/// breaker per path, one set of metric handles.
+#[derive(Debug, Clone)]
+pub struct StackLayers {
+    /// Publish metrics, on top.
+    pub metrics: MetricsLayer,
+    /// The in-flight cap over both paths.
+    pub limit: Option<ConcurrencyLimitLayer>,
+    /// Retries, on the broker path only.
+    pub retry: Option<RetryLayer>,
+    /// The direct path's breaker.
+    pub direct_breaker: Option<CircuitBreakerLayer>,
+    /// The broker path's breaker.
+    pub broker_breaker: Option<CircuitBreakerLayer>,
+    /// The timeout of each attempt, on both paths.
+    pub timeout: TimeoutLayer,
 }
 
-impl<D, B> LaxStack<D, B> {
-    /// The direct path's breaker, if the stack has breakers.
-    pub fn direct_breaker(&self) -> Option<&BreakerHandle> {
-        self.shared.direct_breaker.as_ref()
+impl StackLayers {
+    /// Composes the stack over `direct` and `broker` with [`tower::ServiceBuilder`].
+    pub fn service<D, B>(&self, direct: D, broker: B) -> Stack<D, B> {
+        let direct = ServiceBuilder::new()
+            .option_layer(self.direct_breaker.clone())
+            .layer(self.timeout)
+            .service(direct);
+        let broker = ServiceBuilder::new()
+            .option_layer(self.retry.clone())
+            .option_layer(self.broker_breaker.clone())
+            .layer(self.timeout)
+            .service(broker);
+        ServiceBuilder::new()
+            .layer(self.metrics.clone())
+            .option_layer(self.limit.clone())
+            .service(Route::new(direct, broker))
     }
 
-    /// The broker path's breaker, if the stack has breakers.
-    pub fn broker_breaker(&self) -> Option<&BreakerHandle> {
-        self.shared.broker_breaker.as_ref()
+    /// A handle on the direct path's breaker, if the stack has breakers.
+    pub fn direct_breaker(&self) -> Option<BreakerHandle> {
+        self.direct_breaker
+            .as_ref()
+            .map(CircuitBreakerLayer::handle)
+    }
+
+    /// A handle on the broker path's breaker, if the stack has breakers.
+    pub fn broker_breaker(&self) -> Option<BreakerHandle> {
+        self.broker_breaker
+            .as_ref()
+            .map(CircuitBreakerLayer::handle)
     }
 
     /// Slots of the in-flight cap free right now, if the stack has a cap.
     pub fn available(&self) -> Option<usize> {
-        self.shared.in_flight.as_ref().map(InFlight::available)
-    }
-
-    /// The direct transport.
-    pub fn direct(&self) -> &D {
-        &self.direct
-    }
-
-    /// The direct transport, mutably.
-    pub fn direct_mut(&mut self) -> &mut D {
-        &mut self.direct
-    }
-
-    /// The broker path: the layers over the broker transport. Each broker publish goes
-    /// through a clone of it.
-    pub fn broker(&self) -> &BrokerPath<B> {
-        &self.broker
+        self.limit.as_ref().map(ConcurrencyLimitLayer::available)
     }
 }
 
-impl<D: Clone, B> Clone for LaxStack<D, B> {
-    /// A clone shares the cap, breakers and metrics, but not a slot this one holds.
-    fn clone(&self) -> Self {
-        LaxStack {
-            direct: self.direct.clone(),
-            broker: Arc::clone(&self.broker),
-            shared: Arc::clone(&self.shared),
-            reserved: Reserved::Nothing,
-            waiter: None,
-        }
-    }
-}
+/// A layer that may be left out: tower's `option_layer` service.
+pub type Optional<L, S> = Either<L, S>;
 
-impl<D, B> Drop for LaxStack<D, B> {
-    fn drop(&mut self) {
-        if self.reserved == Reserved::Slot {
-            self.shared.give_back_slot();
-        }
-    }
-}
+/// The direct path: breaker → timeout → transport.
+pub type DirectPath<D> = Optional<CircuitBreaker<Timeout<D>>, Timeout<D>>;
 
-impl<D, B> fmt::Debug for LaxStack<D, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LaxStack")
-            .field("direct", &std::any::type_name::<D>())
-            .field("broker", &std::any::type_name::<B>())
-            .field("available", &self.available())
-            .field(
-                "direct_breaker",
-                &self.direct_breaker().map(BreakerHandle::state),
-            )
-            .field(
-                "broker_breaker",
-                &self.broker_breaker().map(BreakerHandle::state),
-            )
-            .finish()
-    }
-}
+/// The broker path below retry: breaker → timeout → transport.
+pub type BrokerAttempt<B> = Optional<CircuitBreaker<Timeout<B>>, Timeout<B>>;
 
-impl<D, B> Service<PublishRequest> for LaxStack<D, B>
-where
-    D: Service<PublishRequest, Response = Receipt> + Clone,
-    D::Error: Into<BoxError>,
-    B: Service<PublishRequest, Response = Receipt> + Clone + Send + 'static,
-    B::Error: Into<BoxError>,
-    B::Future: Send,
-{
-    type Response = Receipt;
-    type Error = BoxError;
-    type Future = future::ResponseFuture<D>;
+/// The broker path: retry → breaker → timeout → transport.
+pub type BrokerPath<B> = Optional<Retry<BrokerAttempt<B>>, BrokerAttempt<B>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Some(slots) = &self.shared.in_flight
-            && self.reserved == Reserved::Nothing
-        {
-            self.reserved = if ready!(slots.poll_reserve(&mut self.waiter, cx)) {
-                Reserved::Slot
-            } else {
-                Reserved::Refused
-            };
-        }
-        Poll::Ready(Ok(()))
-    }
+/// Both paths under the route.
+pub type Routed<D, B> = Route<DirectPath<D>, BrokerPath<B>>;
 
-    fn call(&mut self, request: PublishRequest) -> Self::Future {
-        let shared = Arc::clone(&self.shared);
-        let measurement = shared.metrics.start(&request);
-        let reserved = std::mem::replace(&mut self.reserved, Reserved::Nothing);
-        let (path, admission) = match (reserved, &shared.in_flight) {
-            (Reserved::Refused, Some(slots)) => (
-                future::Path::failed(Overloaded::new(slots.max()).into()),
-                None,
-            ),
-            (Reserved::Nothing, Some(_)) | (Reserved::Refused, None) => {
-                let error = Error::called_before_ready("LaxStack");
-                (future::Path::failed(error.into()), None)
-            }
-            _ => match measurement.default_route {
-                Route::Direct => self.direct_path(&shared, request),
-                Route::Broker => {
-                    let broker = BrokerPath::clone(&self.broker);
-                    let path = future::Path::broker(broker.oneshot(request));
-                    (path, None)
-                }
-            },
-        };
-        let holds_slot = reserved == Reserved::Slot;
-        future::ResponseFuture::new(path, shared, measurement, admission, holds_slot)
-    }
-}
-
-impl<D, B> LaxStack<D, B>
-where
-    D: Service<PublishRequest, Response = Receipt> + Clone,
-    D::Error: Into<BoxError>,
-{
-    /// The direct path: the breaker's admission, then the transport, called at once when it
-    /// is ready, under the timeout.
-    #[inline]
-    fn direct_path(
-        &mut self,
-        shared: &Shared,
-        request: PublishRequest,
-    ) -> (future::Path<D>, Option<Admission>) {
-        let admission = match &shared.direct_breaker {
-            None => None,
-            Some(breaker) => match breaker.shared().admit() {
-                Admission::Rejected => {
-                    let error = CircuitOpen::new(breaker.path()).into();
-                    return (future::Path::failed(error), None);
-                }
-                admission => Some(admission),
-            },
-        };
-        let after = request.timeout().unwrap_or(shared.publish_timeout);
-        match call_when_ready(&mut self.direct, request) {
-            Called::Now(future) => (future::Path::direct(future, after), admission),
-            Called::Waiting(oneshot) => (future::Path::direct_waiting(oneshot, after), admission),
-            // Dropped unsettled, a trial admission goes back to the breaker.
-            Called::Failed(e) => (future::Path::failed(e.into()), None),
-        }
-    }
-}
+/// The default stack: metrics → in-flight cap → route → the two paths.
+pub type Stack<D, B> = Metrics<Optional<ConcurrencyLimit<Routed<D, B>>, Routed<D, B>>>;
 
 #[cfg(test)]
 mod tests;

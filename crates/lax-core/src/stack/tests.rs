@@ -5,7 +5,7 @@ use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Service, ServiceExt};
 use tower_test::mock;
 
-use super::{LaxStack, StackBuilder, StackConfig};
+use super::{Stack, StackBuilder, StackConfig, StackLayers};
 use crate::{
     breaker::{BreakerConfig, BreakerState, error::CircuitOpen},
     error::{Error, ErrorKind},
@@ -17,8 +17,6 @@ use crate::{
     testing::{Outcome, ScriptedPublisher},
     timeout::error::Elapsed,
 };
-
-type Scripted = PublisherService<ScriptedPublisher>;
 
 fn publishers() -> (ScriptedPublisher, ScriptedPublisher) {
     (
@@ -73,13 +71,12 @@ async fn direct_publishes_are_not_retried_and_each_path_has_its_breaker() {
         ..StackConfig::default()
     };
     direct.push_n(2, || Outcome::Fail(Error::unavailable("no nats")));
-    let stack = StackBuilder::new(config)
-        .build(
-            PublisherService::new(direct.clone()),
-            PublisherService::new(broker.clone()),
-        )
-        .unwrap();
-    let publisher = ServicePublisher::new(stack.clone());
+    let layers = StackBuilder::new(config).layers().unwrap();
+    let stack = layers.service(
+        PublisherService::new(direct.clone()),
+        PublisherService::new(broker.clone()),
+    );
+    let publisher = ServicePublisher::new(stack);
     for _ in 0..2 {
         let err = publisher
             .publish(PublishRequest::new("a.b", "x"))
@@ -88,9 +85,9 @@ async fn direct_publishes_are_not_retried_and_each_path_has_its_breaker() {
         assert_eq!(err.kind(), ErrorKind::Unavailable);
     }
     assert_eq!(direct.calls(), 2);
-    assert_eq!(stack.direct_breaker().unwrap().state(), BreakerState::Open);
+    assert_eq!(layers.direct_breaker().unwrap().state(), BreakerState::Open);
     assert_eq!(
-        stack.broker_breaker().unwrap().state(),
+        layers.broker_breaker().unwrap().state(),
         BreakerState::Closed
     );
     let err = publisher
@@ -151,27 +148,35 @@ fn invalid_configs_are_refused_and_defaults_match_the_contract() {
 }
 
 /// A stack over scripted publishers, with `config`, recording into its own recorder.
-fn scripted_stack(
-    config: StackConfig,
-) -> (
-    LaxStack<Scripted, Scripted>,
-    ScriptedPublisher,
-    ScriptedPublisher,
-    Snapshotter,
-) {
+struct Scripted {
+    stack: Stack<PublisherService<ScriptedPublisher>, PublisherService<ScriptedPublisher>>,
+    layers: StackLayers,
+    direct: ScriptedPublisher,
+    broker: ScriptedPublisher,
+    snapshotter: Snapshotter,
+}
+
+fn scripted_stack(config: StackConfig) -> Scripted {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let (direct, broker) = publishers();
-    let stack = metrics::with_local_recorder(&recorder, || {
+    let layers = metrics::with_local_recorder(&recorder, || {
         StackBuilder::new(config)
             .metrics_prefix("t")
-            .build(
-                PublisherService::new(direct.clone()),
-                PublisherService::new(broker.clone()),
-            )
+            .layers()
             .unwrap()
     });
-    (stack, direct, broker, snapshotter)
+    let stack = layers.service(
+        PublisherService::new(direct.clone()),
+        PublisherService::new(broker.clone()),
+    );
+    Scripted {
+        stack,
+        layers,
+        direct,
+        broker,
+        snapshotter,
+    }
 }
 
 fn capped(max_in_flight: usize, mode: LimitMode) -> StackConfig {
@@ -186,18 +191,23 @@ fn capped(max_in_flight: usize, mode: LimitMode) -> StackConfig {
 
 #[tokio::test(start_paused = true)]
 async fn at_the_cap_the_stack_waits_until_a_publish_ends() {
-    let (stack, direct, _broker, _) = scripted_stack(capped(1, LimitMode::Wait));
+    let Scripted {
+        stack,
+        layers,
+        direct,
+        ..
+    } = scripted_stack(capped(1, LimitMode::Wait));
     direct.push(Outcome::Delay(Duration::from_secs(1)));
     let mut first = mock::Spawn::new(stack.clone());
     let mut second = mock::Spawn::new(stack.clone());
 
     assert_ready_ok!(first.poll_ready());
     let slow = tokio::spawn(first.call(PublishRequest::new("a.b", "1")));
-    assert_eq!(stack.available(), Some(0));
+    assert_eq!(layers.available(), Some(0));
     assert_pending!(second.poll_ready());
 
     slow.await.unwrap().unwrap();
-    assert_eq!(stack.available(), Some(1));
+    assert_eq!(layers.available(), Some(1));
     assert!(second.is_woken());
     assert_ready_ok!(second.poll_ready());
     second.call(PublishRequest::new("a.b", "2")).await.unwrap();
@@ -206,7 +216,13 @@ async fn at_the_cap_the_stack_waits_until_a_publish_ends() {
 
 #[tokio::test(start_paused = true)]
 async fn fail_fast_refuses_at_the_cap_and_the_refusal_is_counted() {
-    let (stack, direct, broker, snapshotter) = scripted_stack(capped(1, LimitMode::FailFast));
+    let Scripted {
+        stack,
+        layers,
+        direct,
+        broker,
+        snapshotter,
+    } = scripted_stack(capped(1, LimitMode::FailFast));
     broker.push(Outcome::Hang);
     let hung = tokio::spawn(
         stack
@@ -214,7 +230,7 @@ async fn fail_fast_refuses_at_the_cap_and_the_refusal_is_counted() {
             .oneshot(PublishRequest::new("a.b", "1").with_tier(Tier::Persistent)),
     );
     tokio::task::yield_now().await;
-    assert_eq!(stack.available(), Some(0));
+    assert_eq!(layers.available(), Some(0));
 
     let err = stack
         .clone()
@@ -236,7 +252,7 @@ async fn fail_fast_refuses_at_the_cap_and_the_refusal_is_counted() {
     // A publish dropped before its answer gives its slot back.
     hung.abort();
     assert!(hung.await.unwrap_err().is_cancelled());
-    assert_eq!(stack.available(), Some(1));
+    assert_eq!(layers.available(), Some(1));
     stack
         .clone()
         .oneshot(PublishRequest::new("a.b", "3"))
@@ -246,24 +262,29 @@ async fn fail_fast_refuses_at_the_cap_and_the_refusal_is_counted() {
 
 #[tokio::test]
 async fn a_slot_taken_by_poll_ready_goes_back_when_the_stack_is_dropped() {
-    let (stack, _direct, _broker, _) = scripted_stack(capped(1, LimitMode::Wait));
+    let Scripted { stack, layers, .. } = scripted_stack(capped(1, LimitMode::Wait));
     let mut ready = mock::Spawn::new(stack.clone());
     assert_ready_ok!(ready.poll_ready());
-    assert_eq!(stack.available(), Some(0));
+    assert_eq!(layers.available(), Some(0));
     drop(ready);
-    assert_eq!(stack.available(), Some(1));
+    assert_eq!(layers.available(), Some(1));
 }
 
 #[tokio::test]
 async fn a_call_without_poll_ready_is_an_error_not_a_panic() {
-    let (mut stack, direct, _broker, _) = scripted_stack(capped(1, LimitMode::Wait));
+    let Scripted {
+        mut stack,
+        layers,
+        direct,
+        ..
+    } = scripted_stack(capped(1, LimitMode::Wait));
     let err = stack
         .call(PublishRequest::new("a.b", "1"))
         .await
         .unwrap_err();
     assert_eq!(Error::from_boxed(err).kind(), ErrorKind::Internal);
     assert_eq!(direct.calls(), 0);
-    assert_eq!(stack.available(), Some(1));
+    assert_eq!(layers.available(), Some(1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -275,7 +296,13 @@ async fn a_direct_publish_times_out_by_its_own_timeout_and_trips_the_breaker() {
         }),
         ..StackConfig::default()
     };
-    let (stack, direct, _broker, snapshotter) = scripted_stack(config);
+    let Scripted {
+        stack,
+        layers,
+        direct,
+        snapshotter,
+        ..
+    } = scripted_stack(config);
     direct.push(Outcome::Hang);
     let started = tokio::time::Instant::now();
     let request = PublishRequest::new("a.b", "1").with_timeout(Duration::from_millis(100));
@@ -285,7 +312,7 @@ async fn a_direct_publish_times_out_by_its_own_timeout_and_trips_the_breaker() {
         Duration::from_millis(100)
     );
     assert_eq!(started.elapsed(), Duration::from_millis(100));
-    let breaker = stack.direct_breaker().unwrap();
+    let breaker = layers.direct_breaker().unwrap();
     assert_eq!(breaker.state(), BreakerState::Open);
 
     let err = stack
@@ -329,12 +356,17 @@ async fn a_trial_publish_dropped_unfinished_goes_back_to_the_breaker() {
         }),
         ..StackConfig::default()
     };
-    let (stack, direct, _broker, _) = scripted_stack(config);
+    let Scripted {
+        stack,
+        layers,
+        direct,
+        ..
+    } = scripted_stack(config);
     direct.push(Outcome::Fail(Error::unavailable("no nats")));
     direct.push(Outcome::Hang);
     let request = || PublishRequest::new("a.b", "x");
     stack.clone().oneshot(request()).await.unwrap_err();
-    let breaker = stack.direct_breaker().unwrap().clone();
+    let breaker = layers.direct_breaker().unwrap();
     assert_eq!(breaker.state(), BreakerState::Open);
 
     tokio::time::advance(Duration::from_secs(1)).await;

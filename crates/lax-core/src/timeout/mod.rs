@@ -5,9 +5,15 @@
 //! [`Elapsed`](error::Elapsed) when it runs out. A publish that timed out may still have been
 //! stored.
 //!
-//! The clock starts when the request first has to wait for its answer (the first poll of its
-//! response future that finds it pending), so an answer that is ready at once never reads the
-//! clock or touches the timer.
+//! The timeout covers the wait for the inner service to become ready as well: [`Timeout`] is
+//! always ready and calls the inner service with
+//! [`call_when_ready`](crate::ready::call_when_ready), so a transport that is not ready waits
+//! inside the request's own future, under its deadline (tower's `Timeout` waits in
+//! `poll_ready`, outside any deadline). The inner service must therefore be cheap to clone.
+//!
+//! The clock starts when the request first has to wait (the first poll of its response
+//! future that finds it pending), so an answer that is ready at once never reads the clock or
+//! touches the timer.
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,7 +44,11 @@ use std::{
 use tower::Service;
 
 pub use self::layer::TimeoutLayer;
-use crate::{error::BoxError, message::PublishRequest};
+use crate::{
+    error::BoxError,
+    message::PublishRequest,
+    ready::{WhenReady, call_when_ready},
+};
 
 /// A request that may carry its own timeout.
 pub trait RequestTimeout {
@@ -89,21 +99,23 @@ impl<S> Timeout<S> {
 
 impl<S, Req> Service<Req> for Timeout<S>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     Req: RequestTimeout,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = future::ResponseFuture<S::Future>;
+    type Future = future::ResponseFuture<WhenReady<S, Req>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    /// Always ready: the inner service's readiness is waited for under the deadline.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let after = request.timeout().unwrap_or(self.default);
-        future::ResponseFuture::after_first_wait(self.inner.call(request), after)
+        future::ResponseFuture::after_first_wait(call_when_ready(&mut self.inner, request), after)
     }
 }
 
