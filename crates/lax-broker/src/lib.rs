@@ -22,7 +22,7 @@
 //! - **Honest status codes.** INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, UNAVAILABLE
 //!   (NATS unreachable; the broker reconnects on its own), RESOURCE_EXHAUSTED (the broker's
 //!   in-flight cap), DEADLINE_EXCEEDED (`timeout_ms` or the gRPC deadline).
-//! - **Operable.** gRPC health (NOT_SERVING while NATS is down) and reflection, Prometheus
+//! - **Operable.** gRPC health (NOT_SERVING while NATS is down) and reflection (v1 and v1alpha), Prometheus
 //!   figures on `/metrics`, graceful shutdown.
 //!
 //! Run it in-process (as tests and `lax dev` do):
