@@ -65,6 +65,12 @@ enum Command {
     Bench(BenchArgs),
     /// Run the LAX broker: gRPC on --listen, Prometheus /metrics on --metrics-listen.
     Broker(BrokerConfig),
+    /// Print a shell completion script, e.g. `lax completions bash > ~/.local/share/bash-completion/completions/lax`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 impl Command {
@@ -97,7 +103,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new(cli.command.default_log_filter())),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(use_color(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .init();
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
@@ -111,6 +120,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Colours only on a terminal, and never when `NO_COLOR` is set to anything but the empty
+/// string (<https://no-color.org>).
+fn use_color(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+/// Writes the completion script for `shell` to stdout.
+fn print_completions(shell: clap_complete::Shell) {
+    use clap::CommandFactory as _;
+    clap_complete::generate(shell, &mut Cli::command(), "lax", &mut std::io::stdout());
+}
+
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Dev(args) => commands::dev::run(args).await,
@@ -120,6 +141,10 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Streams(args) => commands::streams::run(args).await,
         Command::Bench(args) => commands::bench::run(args).await,
         Command::Broker(config) => run_broker(config).await,
+        Command::Completions { shell } => {
+            print_completions(shell);
+            Ok(())
+        }
     }
 }
 
@@ -134,6 +159,17 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn no_color_turns_colours_off_even_on_a_terminal() {
+        assert!(use_color(true, None));
+        assert!(
+            use_color(true, Some("".into())),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!use_color(true, Some("1".into())));
+        assert!(!use_color(false, None));
+    }
 
     #[test]
     fn the_command_line_is_well_formed() {
