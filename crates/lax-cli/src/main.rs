@@ -19,14 +19,15 @@ mod commands;
 mod failure;
 mod format;
 mod nats_server;
-mod signal;
 mod stack;
 
-use std::{io::IsTerminal as _, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lax_broker::{Broker, BrokerConfig};
-use tracing_subscriber::EnvFilter;
+use lax_broker::{
+    Broker, BrokerConfig,
+    cli::{BrokerArgs, init_logging},
+};
 
 use crate::{
     commands::{
@@ -34,7 +35,6 @@ use crate::{
         subscribe::SubArgs,
     },
     failure::{EXIT_USAGE, Failure},
-    signal::shutdown_signal,
 };
 
 /// LAX: publish to NATS JetStream by tier, through a gRPC broker or straight to NATS.
@@ -64,7 +64,7 @@ enum Command {
     /// Measure publish throughput and latency over a route and tier.
     Bench(BenchArgs),
     /// Run the LAX broker: gRPC on --listen, Prometheus /metrics on --metrics-listen.
-    Broker(BrokerConfig),
+    Broker(BrokerArgs),
     /// Print a shell completion script, e.g. `lax completions bash > ~/.local/share/bash-completion/completions/lax`.
     Completions {
         /// The shell to complete for.
@@ -97,17 +97,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(cli.command.default_log_filter())),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(use_color(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("NO_COLOR"),
-        ))
-        .init();
+    init_logging(cli.command.default_log_filter());
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
         .and_then(|runtime| runtime.block_on(run(cli.command)));
@@ -118,12 +108,6 @@ fn main() -> ExitCode {
             failure.exit_code()
         }
     }
-}
-
-/// Colours only on a terminal, and never when `NO_COLOR` is set to anything but the empty
-/// string (<https://no-color.org>).
-fn use_color(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
-    is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// Writes the completion script for `shell` to stdout.
@@ -140,7 +124,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Sub(args) => commands::subscribe::run(args).await,
         Command::Streams(args) => commands::streams::run(args).await,
         Command::Bench(args) => commands::bench::run(args).await,
-        Command::Broker(config) => run_broker(config).await,
+        Command::Broker(args) => run_broker(args.into()).await,
         Command::Completions { shell } => {
             print_completions(shell);
             Ok(())
@@ -150,7 +134,7 @@ async fn run(command: Command) -> Result<(), Failure> {
 
 async fn run_broker(config: BrokerConfig) -> Result<(), Failure> {
     let broker = Broker::start(config).await?;
-    broker.run_until(shutdown_signal()).await?;
+    broker.run_until(lax_broker::cli::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -159,17 +143,6 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
-
-    #[test]
-    fn no_color_turns_colours_off_even_on_a_terminal() {
-        assert!(use_color(true, None));
-        assert!(
-            use_color(true, Some("".into())),
-            "an empty NO_COLOR is unset"
-        );
-        assert!(!use_color(true, Some("1".into())));
-        assert!(!use_color(false, None));
-    }
 
     #[test]
     fn the_command_line_is_well_formed() {
@@ -187,9 +160,10 @@ mod tests {
             "1",
         ])
         .unwrap();
-        let Command::Broker(config) = cli.command else {
+        let Command::Broker(args) = cli.command else {
             panic!("not the broker command");
         };
+        let config = BrokerConfig::from(args);
         assert_eq!(config.nats_urls, ["nats://x:4222"]);
         assert_eq!(config.replicated_replicas, 1);
     }

@@ -4,9 +4,10 @@ use std::{io::Write as _, net::IpAddr, path::PathBuf};
 
 use clap::Args;
 
+use lax_broker::cli::shutdown_signal;
+
 use crate::{
     failure::Failure,
-    signal::shutdown_signal,
     stack::{LocalStack, StackSpec},
 };
 
