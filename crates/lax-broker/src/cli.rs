@@ -8,7 +8,7 @@ use clap::{ArgAction, Args};
 
 use crate::{BrokerConfig, SecretString};
 
-/// The broker's flags, each with its environment variable; [`BrokerConfig::from`] turns them
+/// The broker's flags, each with its environment variable; `BrokerConfig::from` turns them
 /// into the config, and [`BrokerConfig::validate`] checks what clap cannot.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {

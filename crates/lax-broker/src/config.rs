@@ -1,6 +1,6 @@
 //! The broker's settings: a plain struct with defaults, read from files with serde or built
 //! in code; the `lax broker` and `lax-broker` command lines fill one from flags and
-//! environment variables (the `cli` feature's [`BrokerArgs`](crate::cli::BrokerArgs)).
+//! environment variables (`lax_broker::cli::BrokerArgs`, with the `cli` feature).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

@@ -65,6 +65,16 @@ const FOREIGN_VARIABLES: [&str; 6] = [
     "NO_COLOR",
 ];
 
+/// The variables of this environment that `lax` would read as settings: `LAX_*` (but the
+/// nats-server location) and [`FOREIGN_VARIABLES`].
+fn settings_from_the_environment() -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| name.to_string_lossy().starts_with("LAX_") && name != "LAX_NATS_SERVER")
+        .chain(FOREIGN_VARIABLES.map(Into::into))
+        .collect()
+}
+
 /// `lax ARGS` with no `LAX_*` (or `NATS_*`, `NO_COLOR`) variables from the environment.
 fn lax<I, S>(args: I) -> Command
 where
@@ -72,12 +82,7 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lax"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("LAX_") && name != "LAX_NATS_SERVER" {
-            command.env_remove(name);
-        }
-    }
-    for name in FOREIGN_VARIABLES {
+    for name in settings_from_the_environment() {
         command.env_remove(name);
     }
     command
@@ -599,12 +604,7 @@ impl Tmux {
         let socket = format!("lax-test-{}-{}", std::process::id(), free_port());
         let mut command = std::process::Command::new("tmux");
         // A new tmux server takes its environment from the client that starts it.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LAX_") && name != "LAX_NATS_SERVER" {
-                command.env_remove(name);
-            }
-        }
-        for name in FOREIGN_VARIABLES {
+        for name in settings_from_the_environment() {
             command.env_remove(name);
         }
         let status = command
