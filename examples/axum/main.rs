@@ -3,7 +3,7 @@
 //! Prometheus text. Ctrl-C (or SIGTERM) stops accepting requests, finishes the ones in
 //! flight, then closes the client, which drains its publishes.
 //!
-//! `cargo run -p lax-client --features axum --example axum` (servers from `lax dev`; listen
+//! `cargo run -p lax-client --features axum,init-tracing --example axum` (servers from `lax dev`; listen
 //! address from `LAX_HTTP_LISTEN`, default `127.0.0.1:8000`).
 
 use axum::{

@@ -2,7 +2,7 @@
 //! order through the broker with its ack, and a batch.
 //!
 //! Start the servers with `cargo run -p lax-cli -- dev` (or point `LAX_NATS_URLS` and
-//! `LAX_BROKER_ADDR` at yours), then: `cargo run -p lax-client --example simple`.
+//! `LAX_BROKER_ADDR` at yours), then: `cargo run -p lax-client --features init-tracing --example simple`.
 
 use lax_client::{BatchMessage, ClientOptions, Json, LaxClient, PublishOptions, Tier};
 use serde_json::json;

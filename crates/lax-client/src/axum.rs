@@ -25,10 +25,13 @@
 //! ```
 
 use axum::{
+    extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use lax_core::{Error, ErrorKind};
+
+use crate::LaxClient;
 
 /// A LAX error as an HTTP response: a status that says whose fault it was, and a JSON body
 /// `{"error": kind, "message": text, "may_be_stored": bool}`.
@@ -77,10 +80,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `GET /metrics`: the Prometheus text of every metric.
-pub async fn metrics_handler() -> impl IntoResponse {
+/// `GET /metrics`: the Prometheus text of the client's metrics
+/// ([`LaxClient::render_metrics`]). Takes the client from the router state, directly or
+/// through [`FromRef`](axum::extract::FromRef).
+pub async fn metrics_handler(State(client): State<LaxClient>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        crate::metrics::render(),
+        client.render_metrics(),
     )
 }

@@ -17,6 +17,7 @@ use lax_transport_nats::{ConnectionState, DirectSubscription, NatsPublisher};
 use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
 
 use crate::{
+    metrics::MetricsTarget,
     options::ClientOptions,
     payload::{Json, Payload},
 };
@@ -231,6 +232,7 @@ impl BatchResult {
 pub struct LaxClientBuilder {
     options: ClientOptions,
     layers: Vec<Box<dyn FnOnce(ClientStack) -> ClientStack + Send>>,
+    global_metrics: bool,
 }
 
 impl fmt::Debug for LaxClientBuilder {
@@ -238,6 +240,7 @@ impl fmt::Debug for LaxClientBuilder {
         f.debug_struct("LaxClientBuilder")
             .field("options", &self.options)
             .field("extra_layers", &self.layers.len())
+            .field("global_metrics", &self.global_metrics)
             .finish()
     }
 }
@@ -271,6 +274,14 @@ impl LaxClientBuilder {
         self
     }
 
+    /// Records the metrics into the application's global `metrics` recorder (whatever it
+    /// installed) instead of the client's own Prometheus registry. Without the `prometheus`
+    /// feature that is where they go anyway; with `enable_metrics: false`, nowhere.
+    pub fn global_metrics(mut self) -> Self {
+        self.global_metrics = true;
+        self
+    }
+
     /// Validates the options, connects to NATS and the brokers, and composes the stack.
     ///
     /// NATS must be reachable. The brokers need not be: their connections keep trying in the
@@ -279,22 +290,18 @@ impl LaxClientBuilder {
     pub async fn connect(self) -> Result<LaxClient, Error> {
         let options = self.options;
         options.validate()?;
-        if options.enable_metrics {
-            crate::metrics::install_prometheus_recorder();
-        }
-        let nats = NatsPublisher::connect(options.nats_options()).await?;
-        let grpc = GrpcPublisher::connect_lazy(options.grpc_options()).await?;
-        let build = || {
-            StackBuilder::new(options.stack_config()).build(
-                PublisherService::new(nats.clone()),
-                PublisherService::new(grpc.clone()),
-            )
-        };
-        let stack = if options.enable_metrics {
-            build()
-        } else {
-            metrics::with_local_recorder(&metrics::NoopRecorder, build)
-        }?;
+        let metrics = MetricsTarget::new(options.enable_metrics, self.global_metrics);
+        let (nats, grpc, stack) = metrics
+            .register(&options.metrics_prefix, async {
+                let nats = NatsPublisher::connect(options.nats_options()).await?;
+                let grpc = GrpcPublisher::connect_lazy(options.grpc_options()).await?;
+                let stack = StackBuilder::new(options.stack_config()).build(
+                    PublisherService::new(nats.clone()),
+                    PublisherService::new(grpc.clone()),
+                )?;
+                Ok::<_, Error>((nats, grpc, stack))
+            })
+            .await?;
         let direct_breaker = stack.direct_breaker().cloned();
         let broker_breaker = stack.broker_breaker().cloned();
         let service = if self.layers.is_empty() {
@@ -323,12 +330,14 @@ impl LaxClientBuilder {
                 grpc,
                 direct_breaker,
                 broker_breaker,
+                metrics,
             }),
         })
     }
 }
 
 struct Inner {
+    metrics: MetricsTarget,
     options: ClientOptions,
     limits: Limits,
     publisher: ServicePublisher<Publishing>,
@@ -388,6 +397,7 @@ impl LaxClient {
         LaxClientBuilder {
             options,
             layers: Vec::new(),
+            global_metrics: false,
         }
     }
 
@@ -539,9 +549,30 @@ impl LaxClient {
         self.inner.publisher.flush().await
     }
 
+    /// The Prometheus text of this client's metrics, for a `/metrics` route; empty when it
+    /// records into the global recorder or not at all (see [`crate::metrics`]).
+    #[cfg(feature = "prometheus")]
+    pub fn render_metrics(&self) -> String {
+        self.metrics_handle()
+            .map(|handle| handle.render())
+            .unwrap_or_default()
+    }
+
+    /// The handle of this client's own Prometheus registry, if it has one.
+    #[cfg(feature = "prometheus")]
+    pub fn metrics_handle(&self) -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+        match &self.inner.metrics {
+            MetricsTarget::Own(own) => Some(own.handle()),
+            _ => None,
+        }
+    }
+
     /// Refuses new publishes, waits for the ones in flight, flushes and closes both
-    /// connections. Every clone of the client is closed.
+    /// connections, and stops the client's metrics task. Every clone of the client is
+    /// closed.
     pub async fn close(&self) -> Result<(), Error> {
-        self.inner.publisher.close().await
+        let closed = self.inner.publisher.close().await;
+        self.inner.metrics.stop();
+        closed
     }
 }

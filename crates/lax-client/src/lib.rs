@@ -85,8 +85,7 @@ pub use client::{
     BatchMessage, BatchResult, ClientStack, LaxClient, LaxClientBuilder, PublishOptions,
 };
 pub use lax_core::{Ack, Error, ErrorKind, Headers, Receipt, Route, Tier, breaker::BreakerState};
-pub use lax_proto::broker::v1::ConsumerGroupConfig;
-pub use lax_transport_grpc::{BrokerAdmin, GroupJoin};
+pub use lax_transport_grpc::{BrokerAdmin, ConsumerGroupConfig, DeliverPolicy, GroupJoin};
 pub use lax_transport_nats::{ConnectionState, DirectMessage, DirectSubscription};
 pub use options::{
     BrokerTls, ClientOptions, ClientOptionsBuilder, NatsAuth, NatsTls, OverloadBehavior,
@@ -98,7 +97,9 @@ pub use subscribe::{
 
 /// Installs a `tracing` subscriber printing to stderr, filtered by `RUST_LOG` when set, else
 /// by the options' `log_level`. For applications and examples that have no subscriber of
-/// their own; does nothing when one is already installed.
+/// their own (feature `init-tracing`; the library itself never installs one); does nothing
+/// when one is already installed.
+#[cfg(feature = "init-tracing")]
 pub fn init_tracing(options: &ClientOptions) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()

@@ -7,8 +7,9 @@ use serde::Serialize;
 /// A value that becomes a message payload.
 ///
 /// Bytes and text are sent as they are, without copying where the type allows it
-/// (`Bytes`, `Vec<u8>`, `String`); wrap any `serde::Serialize` value in [`Json`] to send it as
-/// JSON, as the Python SDK did with dicts.
+/// (`Bytes`, `Vec<u8>`, `String`); borrowed slices and strings of any lifetime are copied.
+/// A `serde_json::Value` is sent as JSON as it is; wrap any other `serde::Serialize` value in
+/// [`Json`] to send it as JSON, as the Python SDK did with dicts.
 pub trait Payload {
     /// The payload bytes, plus the `Content-Type` they carry, if any.
     fn into_payload(self) -> Result<(Bytes, Option<&'static str>), Error>;
@@ -26,15 +27,31 @@ impl Payload for Vec<u8> {
     }
 }
 
-impl Payload for &'static [u8] {
+/// Copied: a borrowed slice may not outlive the publish (the message is sent after the call
+/// returns, and retried from the copy).
+impl Payload for &[u8] {
     fn into_payload(self) -> Result<(Bytes, Option<&'static str>), Error> {
-        Ok((Bytes::from_static(self), None))
+        Ok((Bytes::copy_from_slice(self), None))
     }
 }
 
-impl<const N: usize> Payload for &'static [u8; N] {
+impl<const N: usize> Payload for &[u8; N] {
     fn into_payload(self) -> Result<(Bytes, Option<&'static str>), Error> {
-        Ok((Bytes::from_static(self), None))
+        self.as_slice().into_payload()
+    }
+}
+
+/// JSON, like `Json(value)`.
+impl Payload for serde_json::Value {
+    fn into_payload(self) -> Result<(Bytes, Option<&'static str>), Error> {
+        Json(self).into_payload()
+    }
+}
+
+/// JSON, like `Json(value)`.
+impl Payload for &serde_json::Value {
+    fn into_payload(self) -> Result<(Bytes, Option<&'static str>), Error> {
+        Json(self).into_payload()
     }
 }
 
@@ -87,6 +104,30 @@ mod tests {
         let v = vec![1u8, 2, 3];
         let ptr = v.as_ptr();
         assert_eq!(v.into_payload().unwrap().0.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn borrowed_bytes_of_any_lifetime_and_json_values_are_payloads() {
+        fn send(data: impl Payload) -> (Bytes, Option<&'static str>) {
+            data.into_payload().unwrap()
+        }
+        let owned = Bytes::from(vec![1u8, 2, 3]);
+        let borrowed: &[u8] = &owned[1..]; // not 'static
+        assert_eq!(send(borrowed).0, Bytes::from_static(&[2, 3]));
+        let array = [7u8; 4];
+        assert_eq!(send(&array).0, Bytes::from_static(&[7; 4]));
+        let value = serde_json::json!({"order_id": "456"});
+        assert_eq!(
+            send(&value),
+            (
+                Bytes::from_static(br#"{"order_id":"456"}"#),
+                Some(JSON_CONTENT_TYPE)
+            )
+        );
+        assert_eq!(
+            send(value),
+            send(Json(serde_json::json!({"order_id": "456"})))
+        );
     }
 
     #[test]

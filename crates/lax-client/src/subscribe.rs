@@ -51,7 +51,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _, stream::FuturesUnordered};
 use lax_core::{Error, Headers, Limits, validate::validate_filter_subject};
 use lax_proto::broker::v1 as proto;
-use lax_transport_grpc::{BrokerClient, GroupJoin, status_to_error};
+use lax_transport_grpc::{BrokerClient, ConsumerGroupConfig, GroupJoin, status_to_error};
 use serde::de::DeserializeOwned;
 use tonic::Streaming;
 
@@ -83,8 +83,10 @@ impl StartPosition {
     }
 }
 
-/// How a subscription consumes. Unset values take the broker's (or, in a group, the group's)
-/// settings.
+/// How a subscription consumes, with the Python SDK's defaults: at most 100 messages in
+/// flight, 5 deliveries, a 30 s ack wait, pulls of 10, flow control on, manual ack, starting
+/// at new messages. In a group, a member's own flow control (`max_inflight`, `prefetch`,
+/// `flow_control`) never conflicts with the group's settings.
 ///
 /// ```
 /// use std::time::Duration;
@@ -105,19 +107,21 @@ pub struct SubscribeOptions {
     pub consumer_group: Option<String>,
     /// Where a new consumer starts.
     pub start: StartPosition,
-    /// Most messages delivered and not yet settled (JetStream's max ack pending).
+    /// Most messages delivered and not yet settled (JetStream's max ack pending). Default 100;
+    /// `None` leaves it to the broker.
     pub max_inflight: Option<u32>,
     /// Settle each message explicitly (the default); `false` has the broker ack each message
     /// as it hands it over (at most once).
     pub manual_ack: bool,
-    /// How long a delivered message may stay unsettled before it is redelivered.
+    /// How long a delivered message may stay unsettled before it is redelivered. Default
+    /// 30 s.
     pub ack_wait: Option<Duration>,
-    /// Deliveries before a message is dead-lettered; unlimited when unset.
+    /// Deliveries before a message is dead-lettered. Default 5; `None` is unlimited.
     pub max_deliver: Option<u32>,
-    /// Messages the broker pulls at a time (64 by default).
+    /// Messages the broker pulls at a time. Default 10.
     pub prefetch: Option<u32>,
     /// The broker pulls again only once every message of the previous pull is on its way
-    /// to this client (at most one pull held at a time).
+    /// to this client (at most one pull held at a time). Default on.
     pub flow_control: bool,
     /// Where dead letters go; `lax.dlq.<stream>.<subject>` when unset.
     pub dead_letter_subject: Option<String>,
@@ -128,22 +132,28 @@ impl Default for SubscribeOptions {
         SubscribeOptions {
             consumer_group: None,
             start: StartPosition::New,
-            max_inflight: None,
+            max_inflight: Some(100),
             manual_ack: true,
-            ack_wait: None,
-            max_deliver: None,
-            prefetch: None,
-            flow_control: false,
+            ack_wait: Some(Duration::from_secs(30)),
+            max_deliver: Some(5),
+            prefetch: Some(10),
+            flow_control: true,
             dead_letter_subject: None,
         }
     }
 }
 
 impl SubscribeOptions {
-    /// Options for a member of consumer group `name`.
+    /// Options for a member of consumer group `name`: the subscriber defaults, except that
+    /// the settings the group's consumer holds (ack wait, max deliver, and the in-flight cap,
+    /// which the group's `max_ack_pending` sets for all members) are left unset, so the
+    /// member joins the group whatever they are. Set them only to insist on them.
     pub fn group(name: impl Into<String>) -> Self {
         SubscribeOptions {
             consumer_group: Some(name.into()),
+            ack_wait: None,
+            max_deliver: None,
+            max_inflight: None,
             ..Default::default()
         }
     }
@@ -613,7 +623,7 @@ impl LaxClient {
         let request = options.into_request(subject.clone())?;
         let mut client = self.broker().broker_client()?;
         // Bounds the set-up only: the subscription itself lives as long as it is read.
-        let timeout = self.broker().options().publish_timeout;
+        let timeout = self.broker().options().call_timeout;
         let messages = match tokio::time::timeout(timeout, client.subscribe(request)).await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => return Err(status_to_error(&status, false)),
@@ -643,14 +653,14 @@ impl LaxClient {
         name: impl Into<String>,
         stream: impl Into<String>,
         subject_filter: impl Into<String>,
-        config: proto::ConsumerGroupConfig,
+        config: ConsumerGroupConfig,
     ) -> Result<GroupJoin, Error> {
         self.admin()?
             .create_consumer_group(proto::ConsumerGroupRequest {
                 name: name.into(),
                 stream: stream.into(),
                 subject_filter: subject_filter.into(),
-                config: Some(config),
+                config: Some(config.to_proto()?),
             })
             .await
     }
@@ -659,6 +669,40 @@ impl LaxClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_the_python_sdks() {
+        let wire = SubscribeOptions::default()
+            .into_request("x".into())
+            .unwrap()
+            .options
+            .unwrap();
+        assert_eq!(
+            (
+                wire.max_inflight,
+                wire.max_deliver,
+                wire.prefetch,
+                wire.ack_wait_seconds
+            ),
+            (100, 5, 10, 30)
+        );
+        assert!(wire.manual_ack && wire.enable_flow_control);
+        // A group member takes the group's ack wait and max deliver.
+        let member = SubscribeOptions::group("crew")
+            .into_request("x".into())
+            .unwrap()
+            .options
+            .unwrap();
+        assert_eq!(
+            (
+                member.ack_wait_seconds,
+                member.max_deliver,
+                member.max_inflight
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!(member.prefetch, 10);
+    }
 
     #[test]
     fn options_become_the_wire_request() {

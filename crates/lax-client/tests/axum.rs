@@ -1,5 +1,5 @@
 //! The axum example (`examples/axum`) driven with real HTTP requests against real servers.
-#![cfg(feature = "axum")]
+#![cfg(all(feature = "axum", feature = "init-tracing"))]
 
 mod common;
 

@@ -13,8 +13,8 @@ use async_nats::jetstream::consumer::Info;
 use common::{DEADLINE, Env};
 use futures::StreamExt as _;
 use lax_client::{
-    BatchMessage, ConsumerGroupConfig, ErrorKind, GroupJoin, Json, LaxClient, ProcessOptions,
-    PublishOptions, ReceivedMessage, StartPosition, SubscribeOptions, Subscription,
+    BatchMessage, ConsumerGroupConfig, DeliverPolicy, ErrorKind, GroupJoin, Json, LaxClient,
+    ProcessOptions, PublishOptions, ReceivedMessage, StartPosition, SubscribeOptions, Subscription,
 };
 use lax_proto::broker::v1::StreamConfig;
 use lax_testkit::{wait_for, wait_until};
@@ -275,11 +275,9 @@ async fn a_dropped_member_gives_its_messages_to_the_others() {
             "crew",
             "JOBS",
             "jobs.run",
-            ConsumerGroupConfig {
-                deliver_policy: "all".into(),
-                ack_wait_seconds: 120,
-                ..Default::default()
-            },
+            ConsumerGroupConfig::default()
+                .deliver_policy(DeliverPolicy::All)
+                .ack_wait(Duration::from_secs(120)),
         )
         .await
         .unwrap();
@@ -290,11 +288,9 @@ async fn a_dropped_member_gives_its_messages_to_the_others() {
                 "crew",
                 "JOBS",
                 "jobs.run",
-                ConsumerGroupConfig {
-                    deliver_policy: "all".into(),
-                    ack_wait_seconds: 120,
-                    ..Default::default()
-                },
+                ConsumerGroupConfig::default()
+                    .deliver_policy(DeliverPolicy::All)
+                    .ack_wait(Duration::from_secs(120)),
             )
             .await
             .unwrap(),

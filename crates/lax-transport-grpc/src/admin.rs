@@ -34,7 +34,7 @@ impl GroupJoin {
 /// A typed client for the broker's administration calls: streams (`StreamManager`) and
 /// consumer groups. Every failure is mapped like a publish's
 /// (see [`status_to_error`](crate::status_to_error)); every call has the options'
-/// `publish_timeout` as its deadline and carries the bearer token.
+/// `call_timeout` as its deadline and carries the bearer token.
 ///
 /// Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ impl BrokerAdmin {
         for endpoint in options.endpoints()? {
             match endpoint.connect().await {
                 Ok(channel) => {
-                    return Ok(BrokerAdmin::new(channel, auth, options.publish_timeout));
+                    return Ok(BrokerAdmin::new(channel, auth, options.call_timeout));
                 }
                 Err(e) => {
                     last_error = Some(

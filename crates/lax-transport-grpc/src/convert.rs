@@ -29,11 +29,13 @@ pub(crate) fn to_proto(request: &PublishRequest, timeout: Duration) -> proto::Pu
         subject: request.subject.clone(),
         // prost's default `bytes` fields are `Vec<u8>`: this copy is the one the wire needs.
         payload: request.payload.clone(),
+        // Header names are case-insensitive (the Python SDK's users write `trace-id`).
         trace_id: request
             .headers
-            .get(TRACE_ID_HEADER)
-            .unwrap_or_default()
-            .to_owned(),
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(TRACE_ID_HEADER))
+            .map(|(_, value)| value.to_owned())
+            .unwrap_or_default(),
         headers,
         key: String::new(),
         options: Some(proto::PublishOptions {
@@ -129,6 +131,19 @@ mod tests {
         assert!(options.require_ack);
         assert_eq!(options.tier, "replicated");
         assert_eq!(options.timeout_ms, 1500);
+    }
+
+    #[test]
+    fn the_trace_id_header_is_found_in_any_case() {
+        for name in ["trace-id", "TRACE-ID", "Trace-Id"] {
+            let request = PublishRequest::new("a.b", "x").with_header(name, "abc123");
+            assert_eq!(
+                to_proto(&request, Duration::from_secs(1)).trace_id,
+                "abc123"
+            );
+        }
+        let request = PublishRequest::new("a.b", "x").with_header("x-trace-id", "no");
+        assert_eq!(to_proto(&request, Duration::from_secs(1)).trace_id, "");
     }
 
     #[test]

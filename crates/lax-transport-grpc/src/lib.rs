@@ -51,6 +51,7 @@ mod admin;
 mod auth;
 mod convert;
 mod drain;
+mod group;
 mod options;
 mod pool;
 mod publisher;
@@ -59,6 +60,7 @@ mod status;
 
 pub use admin::{BrokerAdmin, GroupJoin};
 pub use auth::BearerAuth;
+pub use group::{ConsumerGroupConfig, DeliverPolicy};
 pub use options::{GrpcOptions, PublishMode, TlsOptions};
 pub use pool::BrokerClient;
 pub use publisher::{GrpcPublisher, PublishFuture};

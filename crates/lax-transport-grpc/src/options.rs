@@ -20,12 +20,13 @@ pub enum PublishMode {
 
 /// TLS to the broker.
 ///
-/// The transport is built without system trust roots, so the CA that signed the broker's
-/// certificate must be given.
+/// The broker's certificate is verified against `ca_file` when given, else against the
+/// system's trust roots.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsOptions {
-    /// PEM file of the CA (or CAs) trusted for the broker's certificate. Required.
+    /// PEM file of the CA (or CAs) trusted for the broker's certificate; the system's trust
+    /// roots when unset.
     pub ca_file: Option<PathBuf>,
     /// The name to verify the broker's certificate against, when it differs from the host of
     /// the address.
@@ -53,11 +54,12 @@ impl fmt::Debug for TlsOptions {
 impl TlsOptions {
     /// Reads the files and builds tonic's TLS configuration.
     fn client_config(&self) -> Result<ClientTlsConfig, Error> {
-        let ca_file = self.ca_file.as_ref().ok_or_else(|| {
-            Error::config("tls.ca_file is required: the transport has no system trust roots")
-        })?;
-        let mut config =
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca_file)?));
+        let mut config = match &self.ca_file {
+            Some(ca_file) => {
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca_file)?))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
         if let Some(domain) = &self.domain {
             config = config.domain_name(domain.clone());
         }
@@ -106,10 +108,13 @@ pub struct GrpcOptions {
     /// Deadline to establish one connection. Default 5 s.
     #[serde(with = "lax_core::config::duration")]
     pub connect_timeout: Duration,
-    /// Deadline of a publish whose message sets no timeout of its own; also the deadline of
-    /// administration calls. Default 5 s.
+    /// Deadline of a publish whose message sets no timeout of its own. Default 5 s.
     #[serde(with = "lax_core::config::duration")]
     pub publish_timeout: Duration,
+    /// Deadline of every call that is not a publish: stream administration, consumer groups,
+    /// settling received messages (the Python SDK's `grpc_timeout`). Default 30 s.
+    #[serde(with = "lax_core::config::duration")]
+    pub call_timeout: Duration,
     /// Interval of HTTP/2 keep-alive pings. Default 10 s.
     #[serde(with = "lax_core::config::duration")]
     pub keep_alive_interval: Duration,
@@ -148,6 +153,7 @@ impl Default for GrpcOptions {
             mode: PublishMode::Stream,
             connect_timeout: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
             reconnect_initial_backoff: Duration::from_millis(100),
@@ -170,6 +176,7 @@ impl fmt::Debug for GrpcOptions {
             .field("mode", &self.mode)
             .field("connect_timeout", &self.connect_timeout)
             .field("publish_timeout", &self.publish_timeout)
+            .field("call_timeout", &self.call_timeout)
             .field("keep_alive_interval", &self.keep_alive_interval)
             .field("keep_alive_timeout", &self.keep_alive_timeout)
             .field("reconnect_initial_backoff", &self.reconnect_initial_backoff)
@@ -227,6 +234,7 @@ impl GrpcOptions {
         for (name, value) in [
             ("connect_timeout", self.connect_timeout),
             ("publish_timeout", self.publish_timeout),
+            ("call_timeout", self.call_timeout),
             ("keep_alive_interval", self.keep_alive_interval),
             ("keep_alive_timeout", self.keep_alive_timeout),
             ("reconnect_initial_backoff", self.reconnect_initial_backoff),
@@ -410,9 +418,9 @@ mod tests {
                 },
             ),
             (
-                "tls without ca",
+                "zero call timeout",
                 GrpcOptions {
-                    tls: Some(TlsOptions::default()),
+                    call_timeout: Duration::ZERO,
                     ..Default::default()
                 },
             ),
@@ -431,6 +439,13 @@ mod tests {
             let error = options.validate().expect_err(what);
             assert_eq!(error.kind(), ErrorKind::Config, "{what}: {error}");
         }
+        // TLS without a CA file trusts the system's roots, as the Python SDK's `use_tls`.
+        GrpcOptions {
+            tls: Some(TlsOptions::default()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl GrpcPublisher {
         Ok(BrokerAdmin::new(
             lease.channel(),
             self.inner.pool.auth().clone(),
-            self.inner.pool.options().publish_timeout,
+            self.inner.pool.options().call_timeout,
         ))
     }
 

@@ -63,7 +63,7 @@ fn is_tls_failure(error: &ConnectError) -> bool {
     false
 }
 
-/// The type label a failed connect counts under in `{prefix}_connection_errors_total`.
+/// The `kind` label a failed connect counts under in `{prefix}_nats_connection_errors_total`.
 pub(crate) fn connect_error_type(error: &ConnectError) -> &'static str {
     match error.kind() {
         _ if is_tls_failure(error) => "tls",

@@ -16,8 +16,9 @@
 //!   [`ErrorKind::Unavailable`](lax_core::ErrorKind::Unavailable) beyond it, so a circuit
 //!   breaker sees the outage. See [`NatsPublisher`] for the exact behaviour.
 //! - The connection's [`ConnectionState`] is watchable, its [`ConnectionEvent`]s are
-//!   broadcast, and both feed the metrics `{prefix}_nats_connections` and
-//!   `{prefix}_connection_errors_total{type}`. A connection that goes silent without closing
+//!   broadcast, and both feed the metrics `{prefix}_nats_connections`,
+//!   `{prefix}_connection_errors_total{type="nats"}` and
+//!   `{prefix}_nats_connection_errors_total{kind}`. A connection that goes silent without closing
 //!   is declared disconnected after three unanswered ping intervals: 9 s by default
 //!   ([`NatsOptions::stall_detection_time`]).
 //! - [`close`](lax_core::Publisher::close) refuses new publishes, waits for those in flight,

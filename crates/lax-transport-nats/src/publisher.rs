@@ -62,8 +62,9 @@ use crate::{
 /// asynchronously, such as a [`ConnectionEvent::PermissionViolation`] for a publish the
 /// account may not make (core NATS does not answer publishes, so that publish itself
 /// succeeded). Both feed the metrics `{prefix}_nats_connections`, a gauge that each publisher
-/// raises by 1 while connected (so 1/0 for a single publisher), and the counter
-/// `{prefix}_connection_errors_total{type}`, with `type` one of
+/// raises by 1 while connected (so 1/0 for a single publisher), and the counters
+/// `{prefix}_connection_errors_total{type="nats"}` (as the Python SDK's dashboards query it)
+/// and `{prefix}_nats_connection_errors_total{kind}`, with `kind` one of
 /// [`ConnectionEvent::error_type`]'s labels or, for a failed [`connect`](Self::connect),
 /// `authorization_violation`, `tls`, `connect_timeout` or `connect`.
 #[derive(Clone)]

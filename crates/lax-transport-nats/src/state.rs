@@ -1,6 +1,7 @@
 //! Connection state and events, fed by async-nats' event callback and published three ways:
 //! a [`watch`] of [`ConnectionState`], a [`broadcast`] of [`ConnectionEvent`]s, and metrics
-//! (`{prefix}_nats_connections`, `{prefix}_connection_errors_total{type}`).
+//! (`{prefix}_nats_connections`, `{prefix}_connection_errors_total{type="nats"}` as existing
+//! dashboards query it, and `{prefix}_nats_connection_errors_total{kind}` saying which error).
 
 use std::{
     fmt,
@@ -8,6 +9,7 @@ use std::{
 };
 
 use async_nats::{ClientError, Event, ServerError};
+use metrics::{Counter, Gauge};
 use tokio::sync::{broadcast, watch};
 
 /// Events kept for a slow [`events`](crate::NatsPublisher::events) receiver before it lags.
@@ -77,8 +79,8 @@ pub enum ConnectionEvent {
 }
 
 impl ConnectionEvent {
-    /// The `type` label this event counts under in `{prefix}_connection_errors_total`, if it
-    /// is an error.
+    /// The `kind` label this event counts under in `{prefix}_nats_connection_errors_total`,
+    /// if it is an error.
     pub const fn error_type(&self) -> Option<&'static str> {
         match self {
             ConnectionEvent::Disconnected => Some("disconnected"),
@@ -152,11 +154,29 @@ impl fmt::Display for ConnectionEvent {
     }
 }
 
-/// Metric names, fixed at connect time.
+/// Every `kind` of `{prefix}_nats_connection_errors_total`: [`ConnectionEvent::error_type`]'s
+/// and a failed connect's (`crate::error::connect_error_type`).
+const ERROR_KINDS: [&str; 10] = [
+    "disconnected",
+    "slow_consumer",
+    "permission_violation",
+    "authorization_violation",
+    "server_error",
+    "client_error",
+    "reconnect_attempts_exhausted",
+    "tls",
+    "connect_timeout",
+    "connect",
+];
+
+/// Metric handles, registered at connect time with the recorder installed then.
 #[derive(Debug)]
-struct MetricNames {
-    connections: String,
-    connection_errors: String,
+struct MetricHandles {
+    connections: Gauge,
+    /// `{prefix}_connection_errors_total{type="nats"}`.
+    connection_errors: Counter,
+    /// `{prefix}_nats_connection_errors_total{kind}`, in [`ERROR_KINDS`] order.
+    by_kind: [Counter; ERROR_KINDS.len()],
 }
 
 /// The shared record of the connection's state, updated from async-nats' event callback.
@@ -167,7 +187,7 @@ pub(crate) struct Monitor {
     has_connected: AtomicBool,
     /// Bytes accepted since the connection was last up; bounded by the reconnect buffer.
     offline_bytes: AtomicUsize,
-    metrics: MetricNames,
+    metrics: MetricHandles,
 }
 
 impl Monitor {
@@ -179,9 +199,18 @@ impl Monitor {
             events,
             has_connected: AtomicBool::new(false),
             offline_bytes: AtomicUsize::new(0),
-            metrics: MetricNames {
-                connections: format!("{metrics_prefix}_nats_connections"),
-                connection_errors: format!("{metrics_prefix}_connection_errors_total"),
+            metrics: MetricHandles {
+                connections: metrics::gauge!(format!("{metrics_prefix}_nats_connections")),
+                connection_errors: metrics::counter!(
+                    format!("{metrics_prefix}_connection_errors_total"),
+                    "type" => "nats"
+                ),
+                by_kind: ERROR_KINDS.map(|kind| {
+                    metrics::counter!(
+                        format!("{metrics_prefix}_nats_connection_errors_total"),
+                        "kind" => kind
+                    )
+                }),
             },
         }
     }
@@ -231,9 +260,11 @@ impl Monitor {
     }
 
     /// Counts an error that happened outside the event stream (a failed initial connect).
-    pub(crate) fn count_error(&self, error_type: &'static str) {
-        metrics::counter!(self.metrics.connection_errors.clone(), "type" => error_type)
-            .increment(1);
+    pub(crate) fn count_error(&self, kind: &'static str) {
+        self.metrics.connection_errors.increment(1);
+        if let Some(position) = ERROR_KINDS.iter().position(|known| *known == kind) {
+            self.metrics.by_kind[position].increment(1);
+        }
     }
 
     /// Moves to `to` and emits `event`, unless already there or closed for good. Returns
@@ -251,7 +282,7 @@ impl Monitor {
         if !changed {
             return false;
         }
-        let gauge = metrics::gauge!(self.metrics.connections.clone());
+        let gauge = &self.metrics.connections;
         if to == ConnectionState::Connected {
             gauge.increment(1.0);
         } else if from == ConnectionState::Connected {
@@ -312,7 +343,7 @@ mod tests {
                 let error_type = key
                     .key()
                     .labels()
-                    .find(|label| label.key() == "type")
+                    .find(|label| label.key() == "type" || label.key() == "kind")
                     .map(|label| label.value().to_owned())
                     .unwrap_or_default();
                 let change = match value {
@@ -360,8 +391,9 @@ mod tests {
             assert_eq!(events.try_recv().unwrap(), ConnectionEvent::Disconnected);
             let values = totals.update(&recorder);
             assert_eq!(values.get("test_nats_connections", ""), 0.0);
+            assert_eq!(values.get("test_connection_errors_total", "nats"), 1.0);
             assert_eq!(
-                values.get("test_connection_errors_total", "disconnected"),
+                values.get("test_nats_connection_errors_total", "disconnected"),
                 1.0
             );
 
@@ -395,8 +427,9 @@ mod tests {
 
             let values = totals.update(&recorder);
             assert_eq!(values.get("test_nats_connections", ""), 0.0);
+            assert_eq!(values.get("test_connection_errors_total", "nats"), 4.0);
             assert_eq!(
-                values.get("test_connection_errors_total", "disconnected"),
+                values.get("test_nats_connection_errors_total", "disconnected"),
                 1.0
             );
             for error_type in [
@@ -405,7 +438,7 @@ mod tests {
                 "reconnect_attempts_exhausted",
             ] {
                 assert_eq!(
-                    values.get("test_connection_errors_total", error_type),
+                    values.get("test_nats_connection_errors_total", error_type),
                     1.0,
                     "{error_type}"
                 );

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use super::{BreakerConfig, BreakerHandle, CircuitBreaker, state::Shared};
+use super::{BreakerConfig, BreakerHandle, CircuitBreaker, gauge::OverallState, state::Shared};
 use crate::{error::Error, metrics::DEFAULT_PREFIX};
 
 /// Applies [`CircuitBreaker`]. Every service this layer makes shares **one** circuit, so a
@@ -27,9 +27,21 @@ impl CircuitBreakerLayer {
         config: BreakerConfig,
         prefix: &str,
     ) -> Result<Self, Error> {
+        let overall = Arc::new(OverallState::new(prefix));
+        CircuitBreakerLayer::sharing_overall_state(path, config, prefix, overall)
+    }
+
+    /// Like [`with_metrics_prefix`](Self::with_metrics_prefix), reporting into the
+    /// unlabelled series `overall` that other breakers of the same stack report into too.
+    pub(crate) fn sharing_overall_state(
+        path: &'static str,
+        config: BreakerConfig,
+        prefix: &str,
+        overall: Arc<OverallState>,
+    ) -> Result<Self, Error> {
         config.validate()?;
         Ok(CircuitBreakerLayer {
-            shared: Arc::new(Shared::new(path, config, prefix)),
+            shared: Arc::new(Shared::new(path, config, prefix, overall)),
         })
     }
 

@@ -13,8 +13,11 @@
 //!   breaker closes, on the first failure it opens again. Others fail fast meanwhile.
 //!
 //! A [`BreakerHandle`] reads the state. Every transition is logged with `tracing` and
-//! reported as the gauge `{prefix}_circuit_breaker_state{path}` (0 closed, 1 open,
-//! 2 half-open); each opening counts in `{prefix}_circuit_breaker_trips_total{path}`.
+//! reported as the gauge `{prefix}_circuit_breaker_path_state{path}` (0 closed, 1 open,
+//! 2 half-open); each opening counts in `{prefix}_circuit_breaker_path_trips_total{path}`.
+//! The unlabelled `{prefix}_circuit_breaker_state` and `{prefix}_circuit_breaker_trips_total`
+//! that existing dashboards read cover every breaker of a stack: the most restrictive state
+//! (open, else half-open, else closed) and every trip.
 //!
 //! ```
 //! use lax_core::{Error, PublishRequest, PublisherService, Route};
@@ -41,6 +44,7 @@
 
 pub mod error;
 pub mod future;
+pub(crate) mod gauge;
 mod layer;
 mod state;
 

@@ -15,7 +15,7 @@ use std::{
 use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 
-use super::BreakerConfig;
+use super::{BreakerConfig, gauge::OverallState};
 use crate::error::{Error, ErrorKind};
 
 /// The state of a circuit breaker.
@@ -155,6 +155,8 @@ pub(crate) struct Shared {
     cold: Mutex<Cold>,
     state_gauge: Gauge,
     trips: Counter,
+    /// The unlabelled series shared with the stack's other breakers, and this one's slot.
+    overall: (Arc<OverallState>, usize),
 }
 
 impl fmt::Debug for Shared {
@@ -175,12 +177,20 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(name: &'static str, config: BreakerConfig, prefix: &str) -> Self {
+    pub(crate) fn new(
+        name: &'static str,
+        config: BreakerConfig,
+        prefix: &str,
+        overall: Arc<OverallState>,
+    ) -> Self {
         let state_gauge =
-            metrics::gauge!(format!("{prefix}_circuit_breaker_state"), "path" => name);
-        let trips =
-            metrics::counter!(format!("{prefix}_circuit_breaker_trips_total"), "path" => name);
+            metrics::gauge!(format!("{prefix}_circuit_breaker_path_state"), "path" => name);
+        let trips = metrics::counter!(
+            format!("{prefix}_circuit_breaker_path_trips_total"),
+            "path" => name
+        );
         state_gauge.set(BreakerState::Closed.as_gauge());
+        let slot = overall.join();
         Shared {
             name,
             config,
@@ -194,6 +204,7 @@ impl Shared {
             }),
             state_gauge,
             trips,
+            overall: (overall, slot),
         }
     }
 
@@ -334,6 +345,7 @@ impl Shared {
         }
         self.state.store(to.to_u8(), Ordering::Release);
         self.state_gauge.set(to.as_gauge());
+        self.overall.0.set(self.overall.1, to);
     }
 }
 

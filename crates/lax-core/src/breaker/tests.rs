@@ -201,18 +201,33 @@ async fn state_and_trips_are_reported_as_metrics() {
     let read = || {
         let mut state = None;
         let mut trips = None;
+        let mut overall_state = None;
+        let mut overall_trips = None;
         for (key, _, _, value) in snapshotter.snapshot().into_vec() {
             let key = key.key();
-            assert!(
-                key.labels()
-                    .any(|l| l.key() == "path" && l.value() == "direct")
-            );
+            let labels: Vec<_> = key.labels().map(|l| (l.key(), l.value())).collect();
             match (key.name(), value) {
-                ("test_circuit_breaker_state", DebugValue::Gauge(v)) => state = Some(v.0),
-                ("test_circuit_breaker_trips_total", DebugValue::Counter(n)) => trips = Some(n),
+                ("test_circuit_breaker_path_state", DebugValue::Gauge(v)) => {
+                    assert_eq!(labels, [("path", "direct")]);
+                    state = Some(v.0);
+                }
+                ("test_circuit_breaker_path_trips_total", DebugValue::Counter(n)) => {
+                    assert_eq!(labels, [("path", "direct")]);
+                    trips = Some(n);
+                }
+                ("test_circuit_breaker_state", DebugValue::Gauge(v)) => {
+                    assert!(labels.is_empty());
+                    overall_state = Some(v.0);
+                }
+                ("test_circuit_breaker_trips_total", DebugValue::Counter(n)) => {
+                    assert!(labels.is_empty());
+                    overall_trips = Some(n);
+                }
                 (name, _) => panic!("unexpected metric {name}"),
             }
         }
+        // One breaker alone: the unlabelled pair says the same as its own.
+        assert_eq!((overall_state, overall_trips), (state, trips));
         (state.unwrap(), trips.unwrap())
     };
     assert_eq!(read(), (0.0, 0));

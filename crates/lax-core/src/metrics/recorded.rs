@@ -44,6 +44,13 @@ impl Recorded {
         }
     }
 
+    pub(crate) fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        match self.find(MetricKind::Gauge, name, labels) {
+            DebugValue::Gauge(v) => v.0,
+            other => panic!("{name} is {other:?}"),
+        }
+    }
+
     pub(crate) fn samples(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
         match self.find(MetricKind::Histogram, name, labels) {
             DebugValue::Histogram(samples) => samples.iter().map(|s| s.0).collect(),

@@ -45,7 +45,7 @@ async fn a_direct_success_is_counted_once_with_its_latency() {
     assert_eq!(
         recorded.samples(
             "test_publish_latency_seconds",
-            &[("tier", "memory"), ("method", "direct")]
+            &[("tier", "memory"), ("method", "nats")]
         ),
         vec![0.25]
     );
@@ -70,9 +70,14 @@ async fn a_failure_counts_its_error_type_under_the_default_route() {
     let recorded = Recorded::take(&snapshotter);
     let labels = [("tier", "persistent"), ("status", "error")];
     assert_eq!(recorded.counter("test_publish_total", &labels), 1);
-    let labels = [("tier", "persistent"), ("error_type", "unavailable")];
+    let labels = [("tier", "persistent"), ("error_type", "ConnectionError")];
     assert_eq!(recorded.counter("test_publish_errors_total", &labels), 1);
-    let labels = [("tier", "persistent"), ("method", "broker")];
+    let labels = [("tier", "persistent"), ("kind", "unavailable")];
+    assert_eq!(
+        recorded.counter("test_publish_errors_by_kind_total", &labels),
+        1
+    );
+    let labels = [("tier", "persistent"), ("method", "unknown")];
     assert_eq!(
         recorded
             .samples("test_publish_latency_seconds", &labels)
@@ -81,7 +86,48 @@ async fn a_failure_counts_its_error_type_under_the_default_route() {
     );
     assert_eq!(recorded.counter("test_grpc_total", &[]), 1);
     assert_eq!(recorded.counter("test_direct_nats_total", &[]), 0);
-    assert_eq!(recorded.total(), 4);
+    assert_eq!(recorded.total(), 5);
+}
+
+#[tokio::test]
+async fn a_publish_the_breaker_refused_is_method_none_and_circuit_open() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (mut service, mut handle, _time) = service(&recorder);
+
+    assert_ready_ok!(service.poll_ready());
+    let response = service.call(PublishRequest::new("a.b", "x").with_tier(Tier::Replicated));
+    let (_, respond) = handle.next_request().await.unwrap();
+    respond.send_error(crate::breaker::error::CircuitOpen::new("broker"));
+    response.await.unwrap_err();
+
+    let recorded = Recorded::take(&snapshotter);
+    let labels = [("tier", "replicated"), ("error_type", "circuit_open")];
+    assert_eq!(recorded.counter("test_publish_errors_total", &labels), 1);
+    let labels = [("tier", "replicated"), ("method", "none")];
+    assert_eq!(
+        recorded
+            .samples("test_publish_latency_seconds", &labels)
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn error_types_are_the_python_sdk_class_names() {
+    use super::{error_type, method};
+    use crate::error::ErrorKind;
+    assert_eq!(error_type(ErrorKind::TimedOut), "TimeoutError");
+    assert_eq!(error_type(ErrorKind::Unavailable), "ConnectionError");
+    assert_eq!(error_type(ErrorKind::Closed), "ConnectionError");
+    assert_eq!(error_type(ErrorKind::Rejected), "PublishError");
+    assert_eq!(error_type(ErrorKind::Overloaded), "PublishError");
+    assert_eq!(error_type(ErrorKind::InvalidInput), "ValueError");
+    assert_eq!(error_type(ErrorKind::CircuitOpen), "circuit_open");
+    assert_eq!(method(Ok(Route::Direct)), "nats");
+    assert_eq!(method(Ok(Route::Broker)), "grpc");
+    assert_eq!(method(Err(ErrorKind::CircuitOpen)), "none");
+    assert_eq!(method(Err(ErrorKind::TimedOut)), "unknown");
 }
 
 #[tokio::test]
@@ -102,7 +148,7 @@ async fn the_route_comes_from_the_receipt_on_success() {
     let recorded = Recorded::take(&snapshotter);
     assert_eq!(recorded.counter("test_grpc_total", &[]), 1);
     assert_eq!(recorded.counter("test_direct_nats_total", &[]), 0);
-    let labels = [("tier", "memory"), ("method", "broker")];
+    let labels = [("tier", "memory"), ("method", "grpc")];
     assert_eq!(
         recorded
             .samples("test_publish_latency_seconds", &labels)
@@ -117,8 +163,8 @@ async fn every_series_is_registered_up_front() {
     let snapshotter = recorder.snapshotter();
     let _service = service(&recorder);
     let recorded = Recorded::take(&snapshotter);
-    // tier × status + tier × method + tier × error kind + two route counters.
-    assert_eq!(recorded.0.len(), 3 * 2 + 3 * 2 + 3 * 9 + 2);
+    // tier × (status + method + error type + error kind) + two route counters.
+    assert_eq!(recorded.0.len(), 3 * (2 + 4 + 5 + 9) + 2);
     assert_eq!(recorded.total(), 0);
     for tier in Tier::ALL {
         let labels = [("tier", tier.as_str()), ("error_type", "circuit_open")];

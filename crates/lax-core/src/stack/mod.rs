@@ -181,10 +181,17 @@ impl StackBuilder {
         let config = self.config;
         config.validate()?;
         let prefix = config.metrics_prefix.as_str();
+        // One unlabelled breaker state for both paths, as dashboards built for one expect.
+        let overall = config
+            .breaker
+            .map(|_| Arc::new(crate::breaker::gauge::OverallState::new(prefix)));
         let breaker = |path| {
             config
                 .breaker
-                .map(|breaker| CircuitBreakerLayer::with_metrics_prefix(path, breaker, prefix))
+                .zip(overall.clone())
+                .map(|(breaker, overall)| {
+                    CircuitBreakerLayer::sharing_overall_state(path, breaker, prefix, overall)
+                })
                 .transpose()
         };
         let direct_breaker = breaker("direct")?;

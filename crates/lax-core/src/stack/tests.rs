@@ -224,8 +224,11 @@ async fn fail_fast_refuses_at_the_cap_and_the_refusal_is_counted() {
     assert_eq!(err.downcast_ref::<Overloaded>().unwrap().max(), 1);
     assert_eq!(direct.calls(), 0);
     let recorded = Recorded::take(&snapshotter);
-    let overloaded = [("tier", "memory"), ("error_type", "overloaded")];
-    assert_eq!(recorded.counter("t_publish_errors_total", &overloaded), 1);
+    let overloaded = [("tier", "memory"), ("kind", "overloaded")];
+    assert_eq!(
+        recorded.counter("t_publish_errors_by_kind_total", &overloaded),
+        1
+    );
     // Refused, it counts under the route the LAX table gives it; the hung one is not done.
     assert_eq!(recorded.counter("t_direct_nats_total", &[]), 1);
     assert_eq!(recorded.counter("t_grpc_total", &[]), 0);
@@ -293,21 +296,27 @@ async fn a_direct_publish_times_out_by_its_own_timeout_and_trips_the_breaker() {
     assert_eq!(err.downcast_ref::<CircuitOpen>().unwrap().name(), "direct");
     assert_eq!(direct.calls(), 1);
     let recorded = Recorded::take(&snapshotter);
-    for error_type in [ErrorKind::TimedOut, ErrorKind::CircuitOpen] {
-        let labels = [("tier", "memory"), ("error_type", error_type.as_str())];
-        assert_eq!(recorded.counter("t_publish_errors_total", &labels), 1);
+    for kind in [ErrorKind::TimedOut, ErrorKind::CircuitOpen] {
+        let labels = [("tier", "memory"), ("kind", kind.as_str())];
+        assert_eq!(
+            recorded.counter("t_publish_errors_by_kind_total", &labels),
+            1
+        );
     }
     let failed = [("tier", "memory"), ("status", "error")];
     assert_eq!(recorded.counter("t_publish_total", &failed), 2);
     // Failed publishes count under the route the LAX table gives them.
     assert_eq!(recorded.counter("t_direct_nats_total", &[]), 2);
-    let latency = [("tier", "memory"), ("method", "direct")];
-    assert_eq!(
-        recorded
-            .samples("t_publish_latency_seconds", &latency)
-            .len(),
-        2
-    );
+    // The timeout as `unknown`, the refusal as `none`, as the Python SDK labelled them.
+    for method in ["unknown", "none"] {
+        let latency = [("tier", "memory"), ("method", method)];
+        assert_eq!(
+            recorded
+                .samples("t_publish_latency_seconds", &latency)
+                .len(),
+            1
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
