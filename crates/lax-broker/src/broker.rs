@@ -230,11 +230,19 @@ impl BrokerBuilder {
             config.batch_window as usize,
         );
         let stream_manager = StreamManagerImpl::new(api, router, metrics.clone());
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(lax_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| BrokerError::Serve(format!("building the reflection service: {e}")))?;
+        // Both reflection versions: grpcurl and grpcui ask v1, while Postman, Evans, older
+        // grpcurl and Python's grpcio-reflection ask v1alpha.
+        let reflection_builder = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(lax_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error =
+            |e| BrokerError::Serve(format!("building the reflection service: {e}"));
+        let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
+        let reflection_v1alpha = reflection_builder()
+            .build_v1alpha()
+            .map_err(reflection_error)?;
 
         let max_request = config.max_request_bytes;
         // Health and reflection stay open; the broker's own services need the token (if set).
@@ -251,6 +259,7 @@ impl BrokerBuilder {
             )
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(InterceptedService::new(
                 BrokerServiceServer::new(broker_service)
                     .max_decoding_message_size(max_request)

@@ -22,20 +22,24 @@
 //! - **Honest status codes.** INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, UNAVAILABLE
 //!   (NATS unreachable; the broker reconnects on its own), RESOURCE_EXHAUSTED (the broker's
 //!   in-flight cap), DEADLINE_EXCEEDED (`timeout_ms` or the gRPC deadline).
-//! - **Operable.** gRPC health (NOT_SERVING while NATS is down) and reflection, Prometheus
-//!   figures on `/metrics`, graceful shutdown.
+//! - **Operable.** gRPC health (NOT_SERVING while NATS is down) and reflection (v1 and
+//!   v1alpha), Prometheus figures on `/metrics`, graceful shutdown.
 //!
-//! Run it in-process (as tests and `lax dev` do):
+//! Run it as a program: `lax-broker --nats-url nats://n1:4222,nats://n2:4222` (this crate's
+//! binary, built with the `cli` feature: `cargo install lax-broker --features cli`) or
+//! `lax broker …` (the `lax` CLI); every flag is also a `LAX_BROKER_*` environment variable.
+//! Or run it in-process (as tests and `lax dev` do), configured with a plain
+//! [`BrokerConfig`] (serde, setters; no command-line parser in the library):
 //!
 //! ```no_run
 //! use lax_broker::{Broker, BrokerConfig};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), lax_broker::BrokerError> {
-//! let mut config = BrokerConfig::new(["nats://127.0.0.1:4222"]);
-//! config.listen = "127.0.0.1:0".parse().unwrap();
-//! config.no_metrics = true;
-//! config.replicated_replicas = 1; // single-node dev server
+//! let config = BrokerConfig::new(["nats://127.0.0.1:4222"])
+//!     .listen("127.0.0.1:0".parse().unwrap())
+//!     .no_metrics(true)
+//!     .replicated_replicas(1); // single-node dev server
 //! let broker = Broker::start(config).await?;
 //! let endpoint = format!("http://{}", broker.grpc_addr());
 //! # let _ = endpoint;
@@ -88,6 +92,8 @@
 
 mod answer_log;
 mod broker;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod config;
 pub mod consumer;
 mod error;

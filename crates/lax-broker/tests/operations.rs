@@ -172,6 +172,37 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     body
 }
 
+/// `list_reflected_services!(v1, channel)`: the service names that reflection version lists.
+/// A macro because v1 and v1alpha are the same messages in two generated modules.
+macro_rules! list_reflected_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = ServerReflectionClient::new($channel)
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!(
+                "unexpected {} reflection answer {response:?}",
+                stringify!($version)
+            );
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_reflection_are_served() {
     let mut h = Harness::start().await;
@@ -203,33 +234,21 @@ async fn metrics_health_and_reflection_are_served() {
     );
     assert!(body.contains("lax_broker_nats_connected 1"), "{body}");
 
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
     let channel = Channel::from_shared(format!("http://{}", h.broker.grpc_addr()))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer {response:?}");
-    };
-    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    assert!(
-        names.contains(&"broker.v1.BrokerService") && names.contains(&"broker.v1.StreamManager"),
-        "{names:?}"
-    );
+    // Both reflection versions list the broker's services: tools ask one or the other.
+    for names in [
+        list_reflected_services!(v1, channel.clone()),
+        list_reflected_services!(v1alpha, channel),
+    ] {
+        assert!(
+            names.iter().any(|n| n == "broker.v1.BrokerService")
+                && names.iter().any(|n| n == "broker.v1.StreamManager"),
+            "{names:?}"
+        );
+    }
     h.broker.shutdown().await.unwrap();
 }

@@ -338,38 +338,26 @@ async fn bad_security_settings_stop_the_start_with_a_config_error() {
     let cases: Vec<(&str, BrokerConfig, &str)> = vec![
         (
             "cert without key",
-            BrokerConfig {
-                tls_cert: Some(pki.server_cert().to_owned()),
-                ..config()
-            },
+            config().tls_cert(pki.server_cert()),
             "--tls-cert and --tls-key go together",
         ),
         (
             "missing cert file",
-            BrokerConfig {
-                tls_cert: Some(pki.dir().join("absent.pem")),
-                tls_key: Some(pki.server_key().to_owned()),
-                ..config()
-            },
+            config()
+                .tls_cert(pki.dir().join("absent.pem"))
+                .tls_key(pki.server_key()),
             "cannot read --tls-cert",
         ),
         (
             "key and cert swapped",
-            BrokerConfig {
-                tls_cert: Some(pki.server_key().to_owned()),
-                tls_key: Some(pki.server_cert().to_owned()),
-                ..config()
-            },
+            config()
+                .tls_cert(pki.server_key())
+                .tls_key(pki.server_cert()),
             "holds no PEM certificate",
         ),
         (
             "two NATS auth methods",
-            BrokerConfig {
-                nats_token: Some("t".into()),
-                nats_user: Some("u".into()),
-                nats_password: Some("p".into()),
-                ..config()
-            },
+            config().nats_token("t").nats_user("u").nats_password("p"),
             "at most one NATS authentication method",
         ),
     ];

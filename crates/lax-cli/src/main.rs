@@ -19,14 +19,15 @@ mod commands;
 mod failure;
 mod format;
 mod nats_server;
-mod signal;
 mod stack;
 
-use std::{io::IsTerminal as _, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lax_broker::{Broker, BrokerConfig};
-use tracing_subscriber::EnvFilter;
+use lax_broker::{
+    Broker, BrokerConfig,
+    cli::{BrokerArgs, init_logging},
+};
 
 use crate::{
     commands::{
@@ -34,7 +35,6 @@ use crate::{
         subscribe::SubArgs,
     },
     failure::{EXIT_USAGE, Failure},
-    signal::shutdown_signal,
 };
 
 /// LAX: publish to NATS JetStream by tier, through a gRPC broker or straight to NATS.
@@ -64,7 +64,13 @@ enum Command {
     /// Measure publish throughput and latency over a route and tier.
     Bench(BenchArgs),
     /// Run the LAX broker: gRPC on --listen, Prometheus /metrics on --metrics-listen.
-    Broker(BrokerConfig),
+    Broker(BrokerArgs),
+    /// Print a shell completion script, e.g. `lax completions bash > ~/.local/share/bash-completion/completions/lax`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 impl Command {
@@ -91,14 +97,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(cli.command.default_log_filter())),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging(cli.command.default_log_filter());
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
         .and_then(|runtime| runtime.block_on(run(cli.command)));
@@ -111,6 +110,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes the completion script for `shell` to stdout.
+fn print_completions(shell: clap_complete::Shell) {
+    use clap::CommandFactory as _;
+    clap_complete::generate(shell, &mut Cli::command(), "lax", &mut std::io::stdout());
+}
+
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Dev(args) => commands::dev::run(args).await,
@@ -119,13 +124,17 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Sub(args) => commands::subscribe::run(args).await,
         Command::Streams(args) => commands::streams::run(args).await,
         Command::Bench(args) => commands::bench::run(args).await,
-        Command::Broker(config) => run_broker(config).await,
+        Command::Broker(args) => run_broker(args.into()).await,
+        Command::Completions { shell } => {
+            print_completions(shell);
+            Ok(())
+        }
     }
 }
 
 async fn run_broker(config: BrokerConfig) -> Result<(), Failure> {
     let broker = Broker::start(config).await?;
-    broker.run_until(shutdown_signal()).await?;
+    broker.run_until(lax_broker::cli::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -151,9 +160,10 @@ mod tests {
             "1",
         ])
         .unwrap();
-        let Command::Broker(config) = cli.command else {
+        let Command::Broker(args) = cli.command else {
             panic!("not the broker command");
         };
+        let config = BrokerConfig::from(args);
         assert_eq!(config.nats_urls, ["nats://x:4222"]);
         assert_eq!(config.replicated_replicas, 1);
     }

@@ -54,17 +54,36 @@ impl Servers {
     }
 }
 
-/// `lax ARGS` with no `LAX_*` variables from the environment.
+/// Variables `lax` reads besides `LAX_*` ones; removed so the machine's settings cannot leak
+/// into a test.
+const FOREIGN_VARIABLES: [&str; 6] = [
+    "NATS_URL",
+    "NATS_CREDS",
+    "NATS_CA",
+    "NATS_CERT",
+    "NATS_KEY",
+    "NO_COLOR",
+];
+
+/// The variables of this environment that `lax` would read as settings: `LAX_*` (but the
+/// nats-server location) and [`FOREIGN_VARIABLES`].
+fn settings_from_the_environment() -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| name.to_string_lossy().starts_with("LAX_") && name != "LAX_NATS_SERVER")
+        .chain(FOREIGN_VARIABLES.map(Into::into))
+        .collect()
+}
+
+/// `lax ARGS` with no `LAX_*` (or `NATS_*`, `NO_COLOR`) variables from the environment.
 fn lax<I, S>(args: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lax"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("LAX_") && name != "LAX_NATS_SERVER" {
-            command.env_remove(name);
-        }
+    for name in settings_from_the_environment() {
+        command.env_remove(name);
     }
     command
         .args(args)
@@ -278,11 +297,36 @@ async fn streams_are_created_listed_described_and_removed() {
         .unwrap_or_else(|| panic!("AUDIT listed: {stdout}"));
     assert!(row.contains("memory") && row.contains("audit.>"), "{row}");
 
+    let (code, stdout, stderr) = run(&with(&flags, &["streams", "ls", "--json"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).expect("ls --json is JSON");
+    let audit = listed
+        .as_array()
+        .and_then(|streams| streams.iter().find(|s| s["name"] == "AUDIT"))
+        .unwrap_or_else(|| panic!("AUDIT in {listed:#}"));
+    assert_eq!(audit["tier"], "memory");
+    assert_eq!(audit["subjects"], serde_json::json!(["audit.>"]));
+    assert_eq!(audit["max_msgs"], 100);
+
     let (code, stdout, _) = run(&with(&flags, &["streams", "info", "AUDIT"])).await;
     assert_eq!(code, 0);
     assert!(stdout.contains("max msgs 100"), "{stdout}");
 
-    let (code, _, _) = run(&with(&flags, &["streams", "rm", "AUDIT"])).await;
+    let (code, stdout, stderr) = run(&with(&flags, &["streams", "info", "AUDIT", "--json"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let info: serde_json::Value = serde_json::from_str(&stdout).expect("info --json is JSON");
+    assert_eq!(info["name"], "AUDIT");
+    assert_eq!(info["state"]["messages"], 0);
+    assert!(info["consumers"].is_array(), "{info:#}");
+
+    // Without a terminal, rm refuses to delete unasked.
+    let (code, _, stderr) = run(&with(&flags, &["streams", "rm", "AUDIT"])).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    let (code, _, _) = run(&with(&flags, &["streams", "info", "AUDIT"])).await;
+    assert_eq!(code, 0, "AUDIT survives a refused rm");
+
+    let (code, _, _) = run(&with(&flags, &["streams", "rm", "AUDIT", "--force"])).await;
     assert_eq!(code, 0);
     let (code, _, stderr) = run(&with(&flags, &["streams", "info", "AUDIT"])).await;
     assert_eq!(code, 1);
@@ -484,6 +528,21 @@ async fn unreachable_servers_exit_1_and_name_the_fix() {
         "{stderr}"
     );
 
+    // NATS_URL, as the nats CLI reads it, when no flag or LAX_NATS_URLS says otherwise.
+    let output = tokio::time::timeout(
+        DEADLINE,
+        lax(["pub", "x", "hi"]).env("NATS_URL", &nowhere).output(),
+    )
+    .await
+    .expect("lax pub ends")
+    .expect("lax runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no nats-server at {nowhere}")),
+        "{stderr}"
+    );
+
     let no_broker = format!("127.0.0.1:{}", free_port());
     let (code, _, stderr) = run(&["streams", "ls", "--broker-addr", &no_broker]).await;
     assert_eq!(code, 1, "{stderr}");
@@ -606,4 +665,188 @@ async fn demo_runs_end_to_end_with_no_servers() {
     ] {
         assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");
     }
+}
+
+#[tokio::test]
+async fn completions_are_printed_for_bash_zsh_and_fish() {
+    for (shell, marker) in [
+        ("bash", "complete -F _lax"),
+        ("zsh", "#compdef lax"),
+        ("fish", "complete -c lax"),
+    ] {
+        let (code, stdout, stderr) = run(&["completions", shell]).await;
+        assert_eq!(code, 0, "{shell}: {stderr}");
+        assert!(stdout.contains(marker), "{shell}: {stdout}");
+        assert!(stdout.contains("streams"), "{shell} completes subcommands");
+    }
+    let (code, _, stderr) = run(&["completions", "tcsh"]).await;
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// A detached tmux session on a private socket: one shell command in a real terminal, read
+/// with `capture-pane` and typed into with `send-keys`. The server is killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Whether tmux can be run; the terminal tests say why they skip when it cannot.
+    fn available() -> bool {
+        std::process::Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|output| output.status.success())
+    }
+
+    /// Runs `script` (a `sh` command line) in a new session; after it ends, the pane prints
+    /// `lax-exit=<code>` and stays open.
+    fn start(script: &str) -> Tmux {
+        let socket = format!("lax-test-{}-{}", std::process::id(), free_port());
+        let mut command = std::process::Command::new("tmux");
+        // A new tmux server takes its environment from the client that starts it.
+        for name in settings_from_the_environment() {
+            command.env_remove(name);
+        }
+        let status = command
+            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d"])
+            .args(["-x", "250", "-y", "50", "-s", "lax"])
+            .arg(format!("{script}; echo lax-exit=$?; read _"))
+            .status()
+            .expect("tmux runs");
+        assert!(status.success(), "tmux new-session failed: {status}");
+        Tmux { socket }
+    }
+
+    fn tmux(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    /// The whole pane, history included; `escapes` keeps the colour sequences.
+    fn capture(&self, escapes: bool) -> String {
+        let mut args = vec!["capture-pane", "-p", "-J", "-S", "-", "-t", "lax"];
+        if escapes {
+            args.push("-e");
+        }
+        String::from_utf8_lossy(&self.tmux(&args).stdout).into_owned()
+    }
+
+    /// Waits until the pane shows `text`; returns the pane.
+    async fn wait_for(&self, text: &str) -> String {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let pane = self.capture(false);
+            if pane.contains(text) {
+                return pane;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the terminal never showed {text:?}:\n{pane}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Types `keys` (tmux key names, e.g. `"y"`, `"Enter"`).
+    fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "lax"];
+        args.extend_from_slice(keys);
+        assert!(self.tmux(&args).status.success(), "tmux send-keys failed");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+/// `'arg' 'arg' …` for a `sh` command line.
+fn shell_words(args: &[&str]) -> String {
+    args.iter()
+        .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_rm_asks_on_a_terminal_and_deletes_only_on_yes() {
+    if !Tmux::available() {
+        eprintln!("skipped: tmux is not installed (apt-get install tmux), so no real terminal");
+        return;
+    }
+    let servers = Servers::start().await;
+    let flags = servers.flags();
+    let (code, _, stderr) = run(&with(
+        &flags,
+        &["streams", "create", "DOOMED", "--subjects", "doomed.>"],
+    ))
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let rm = shell_words(&with(
+        &flags,
+        &[env!("CARGO_BIN_EXE_lax"), "streams", "rm", "DOOMED"],
+    ));
+
+    // Anything but yes keeps the stream.
+    let terminal = Tmux::start(&rm);
+    terminal
+        .wait_for("Delete stream DOOMED and its 0 messages? [y/N]")
+        .await;
+    terminal.send(&["n", "Enter"]);
+    let pane = terminal.wait_for("lax-exit=").await;
+    assert!(pane.contains("lax-exit=1"), "{pane}");
+    assert!(pane.contains("DOOMED was not deleted"), "{pane}");
+    let (code, _, _) = run(&with(&flags, &["streams", "info", "DOOMED"])).await;
+    assert_eq!(code, 0, "DOOMED survives a no");
+    drop(terminal);
+
+    let terminal = Tmux::start(&rm);
+    terminal.wait_for("[y/N]").await;
+    terminal.send(&["y", "Enter"]);
+    let pane = terminal.wait_for("lax-exit=").await;
+    assert!(
+        pane.contains("deleted stream DOOMED") && pane.contains("lax-exit=0"),
+        "{pane}"
+    );
+    let (code, _, stderr) = run(&with(&flags, &["streams", "info", "DOOMED"])).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not found"), "{stderr}");
+    servers.stop().await;
+}
+
+#[tokio::test]
+async fn logs_are_coloured_on_a_terminal_unless_no_color_is_set() {
+    if !Tmux::available() {
+        eprintln!("skipped: tmux is not installed (apt-get install tmux), so no real terminal");
+        return;
+    }
+    let no_broker = format!("127.0.0.1:{}", free_port());
+    let ls = shell_words(&[
+        env!("CARGO_BIN_EXE_lax"),
+        "streams",
+        "ls",
+        "--broker-addr",
+        &no_broker,
+    ]);
+    // Debug logs say what the client tries; on a terminal they carry colour sequences.
+    let mut panes = Vec::new();
+    for prefix in ["RUST_LOG=debug", "RUST_LOG=debug NO_COLOR=1"] {
+        let terminal = Tmux::start(&format!("{prefix} {ls}"));
+        let pane = terminal.wait_for("lax-exit=").await;
+        assert!(
+            pane.contains("lax-exit=1") && pane.contains("DEBUG"),
+            "{pane}"
+        );
+        panes.push(terminal.capture(true));
+    }
+    assert!(
+        panes[0].contains("\u{1b}["),
+        "colours on a terminal:\n{}",
+        panes[0]
+    );
+    assert!(!panes[1].contains("\u{1b}["), "NO_COLOR=1:\n{}", panes[1]);
 }

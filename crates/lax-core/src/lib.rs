@@ -105,6 +105,13 @@
 //! # Ok::<(), lax_core::Error>(())
 //! # }).unwrap();
 //! ```
+//!
+//! # Features
+//!
+//! - `testing` (off): the `testing` module, with `ScriptedPublisher` (a scriptable
+//!   in-memory [`Publisher`] for unit tests, used by the examples above) and the conformance
+//!   suite every [`Publisher`] must pass. Enable it from `[dev-dependencies]`, as tower keeps
+//!   its mocks in tower-test.
 #![forbid(unsafe_code)]
 
 pub mod breaker;
@@ -120,6 +127,7 @@ pub mod ready;
 pub mod retry;
 pub mod route;
 pub mod stack;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod timeout;
 pub mod validate;

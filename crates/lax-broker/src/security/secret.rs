@@ -54,3 +54,10 @@ impl FromStr for SecretString {
         Ok(secret.into())
     }
 }
+
+/// Read from a plain string (a config file's value); never serialized back.
+impl<'de> serde::Deserialize<'de> for SecretString {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(SecretString)
+    }
+}

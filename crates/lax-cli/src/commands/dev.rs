@@ -4,10 +4,11 @@ use std::{io::Write as _, net::IpAddr, path::PathBuf};
 
 use clap::Args;
 
+use lax_broker::cli::shutdown_signal;
+
 use crate::{
     commands::bench::{DEV_PIDS_FILE, DevPids},
     failure::Failure,
-    signal::shutdown_signal,
     stack::{LocalStack, StackSpec},
 };
 

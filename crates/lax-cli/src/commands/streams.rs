@@ -1,10 +1,13 @@
 //! `lax streams ls|info|create|rm`: stream administration through the broker.
 
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
 use clap::{Args, Subcommand};
 use lax_client::{BrokerAdmin, ClientOptions};
 use lax_proto::broker::v1::{
-    GetStreamInfoRequest, ListStreamsRequest, Stream, StreamConfig, StreamState,
+    ConsumerInfo, GetStreamInfoRequest, ListStreamsRequest, Stream, StreamConfig, StreamState,
 };
+use serde_json::{Value, json};
 
 use crate::{
     client_args::{ClientArgs, TierArg},
@@ -16,6 +19,9 @@ use crate::{
 pub(crate) struct StreamsArgs {
     #[command(subcommand)]
     action: StreamsAction,
+    /// Print JSON (one document) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -35,10 +41,13 @@ enum StreamsAction {
     },
     /// Create a stream.
     Create(CreateArgs),
-    /// Delete a stream and its messages.
+    /// Delete a stream and its messages, after asking (on a terminal) unless --force.
     Rm {
         /// Stream name.
         name: String,
+        /// Delete without asking; required when stdin is not a terminal.
+        #[arg(long, short)]
+        force: bool,
     },
 }
 
@@ -73,6 +82,15 @@ struct CreateArgs {
 
 pub(crate) async fn run(args: StreamsArgs) -> Result<(), Failure> {
     let options = args.client.options()?;
+    let json = args.json;
+    if let StreamsAction::Rm { force: false, .. } = &args.action
+        && !std::io::stdin().is_terminal()
+    {
+        return Err(Failure::usage(
+            "`lax streams rm` asks before deleting, and stdin is not a terminal: pass --force \
+             to delete without asking",
+        ));
+    }
     let admin = connect_admin(&options).await?;
     let failed = |e| Failure::from_broker(e, &options);
     match args.action {
@@ -84,7 +102,13 @@ pub(crate) async fn run(args: StreamsArgs) -> Result<(), Failure> {
                 })
                 .await
                 .map_err(failed)?;
-            print_table(&listed.streams);
+            if json {
+                print_json(&Value::Array(
+                    listed.streams.iter().map(stream_json).collect(),
+                ));
+            } else {
+                print_table(&listed.streams);
+            }
         }
         StreamsAction::Info { name } => {
             let info = admin
@@ -95,6 +119,13 @@ pub(crate) async fn run(args: StreamsArgs) -> Result<(), Failure> {
                 })
                 .await
                 .map_err(failed)?;
+            if json {
+                let mut value = info.config.as_ref().map(stream_json).unwrap_or_default();
+                value["state"] = info.state.as_ref().map(state_json).unwrap_or_default();
+                value["consumers"] = info.consumers.iter().map(consumer_json).collect();
+                print_json(&value);
+                return Ok(());
+            }
             if let Some(stream) = &info.config {
                 print_stream(stream, info.state.as_ref());
             }
@@ -115,10 +146,33 @@ pub(crate) async fn run(args: StreamsArgs) -> Result<(), Failure> {
                 .create_stream(name, stream_config(create))
                 .await
                 .map_err(failed)?;
-            println!("created stream {}", stream.name);
-            print_stream(&stream, stream.state.as_ref());
+            if json {
+                print_json(&stream_json(&stream));
+            } else {
+                println!("created stream {}", stream.name);
+                print_stream(&stream, stream.state.as_ref());
+            }
         }
-        StreamsAction::Rm { name } => {
+        StreamsAction::Rm { name, force } => {
+            if !force {
+                let info = admin
+                    .stream_info(GetStreamInfoRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(failed)?;
+                let messages = info.state.map_or(0, |state| state.messages);
+                let question = format!(
+                    "Delete stream {name} and its {messages} message{}? [y/N] ",
+                    if messages == 1 { "" } else { "s" }
+                );
+                if !confirm(question).await? {
+                    return Err(Failure::runtime(format!(
+                        "not confirmed: stream {name} was not deleted"
+                    )));
+                }
+            }
             let deleted = admin.delete_stream(&name).await.map_err(failed)?;
             if !deleted.success {
                 return Err(Failure::runtime(format!(
@@ -126,10 +180,80 @@ pub(crate) async fn run(args: StreamsArgs) -> Result<(), Failure> {
                     deleted.message
                 )));
             }
-            println!("deleted stream {name}");
+            if json {
+                print_json(&json!({ "deleted": name }));
+            } else {
+                println!("deleted stream {name}");
+            }
         }
     }
     Ok(())
+}
+
+/// Asks `question` on stderr and reads the answer from stdin (a terminal): only `y` or `yes`
+/// (any case) confirms.
+async fn confirm(question: String) -> Result<bool, Failure> {
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stderr = std::io::stderr().lock();
+        stderr.write_all(question.as_bytes())?;
+        stderr.flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        Ok::<_, std::io::Error>(answer)
+    })
+    .await
+    .map_err(|e| Failure::runtime(format!("asking for confirmation: {e}")))?
+    .map_err(|e| Failure::runtime(format!("reading the answer: {e}")))?;
+    Ok(is_yes(&answer))
+}
+
+fn is_yes(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+fn print_json(value: &Value) {
+    println!("{value:#}");
+}
+
+fn stream_json(stream: &Stream) -> Value {
+    let config = stream.config.clone().unwrap_or_default();
+    json!({
+        "name": stream.name,
+        "description": config.description,
+        "subjects": config.subjects,
+        "tier": config.tier,
+        "storage": config.storage_type,
+        "replicas": config.num_replicas,
+        "max_msgs": positive(config.max_msgs),
+        "max_bytes": positive(config.max_bytes),
+        "max_age_secs": config.max_age.map(|age| age.seconds),
+        "state": stream.state.as_ref().map(state_json),
+    })
+}
+
+/// A limit, `null` when unlimited (0 or -1 on the wire).
+fn positive(value: i64) -> Option<i64> {
+    (value > 0).then_some(value)
+}
+
+fn state_json(state: &StreamState) -> Value {
+    json!({
+        "messages": state.messages,
+        "bytes": state.bytes,
+        "first_seq": state.first_seq,
+        "last_seq": state.last_seq,
+        "consumer_count": state.consumer_count,
+    })
+}
+
+fn consumer_json(consumer: &ConsumerInfo) -> Value {
+    json!({
+        "name": consumer.name,
+        "delivered": consumer.delivered,
+        "ack_pending": consumer.ack_pending,
+        "redelivered": consumer.redelivered,
+        "active": consumer.active,
+    })
 }
 
 fn stream_config(create: CreateArgs) -> StreamConfig {
@@ -214,4 +338,19 @@ pub(crate) async fn connect_admin(options: &ClientOptions) -> Result<BrokerAdmin
     BrokerAdmin::connect(&options.grpc_options())
         .await
         .map_err(|e| Failure::from_broker(e, options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_y_or_yes_confirms() {
+        for yes in ["y\n", "Y\n", "yes\n", " YES \n"] {
+            assert!(is_yes(yes), "{yes:?}");
+        }
+        for no in ["\n", "n\n", "no\n", "yess\n", ""] {
+            assert!(!is_yes(no), "{no:?}");
+        }
+    }
 }

@@ -10,11 +10,12 @@ use lax_client::{
     SubscribeOptions,
 };
 
+use lax_broker::cli::shutdown_signal;
+
 use crate::{
     client_args::{ClientArgs, connect},
     failure::Failure,
     format::payload_text,
-    signal::shutdown_signal,
 };
 
 /// Options of `lax sub`.

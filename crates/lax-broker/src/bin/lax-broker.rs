@@ -1,0 +1,41 @@
+//! `lax-broker`: the LAX broker on its own. Every option is a flag and a `LAX_BROKER_*`
+//! environment variable (`lax-broker --help`); logs go to stderr, filtered by `RUST_LOG`
+//! (default `info`). Stops gracefully on Ctrl-C or SIGTERM. Exit codes: 0 after a clean stop,
+//! 1 when the broker fails, 2 for a usage error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lax_broker::{
+    Broker, BrokerConfig, BrokerError,
+    cli::{BrokerArgs, init_logging, shutdown_signal},
+};
+
+/// The LAX broker: gRPC on --listen, Prometheus /metrics on --metrics-listen.
+#[derive(Debug, Parser)]
+#[command(name = "lax-broker", version)]
+struct Cli {
+    #[command(flatten)]
+    args: BrokerArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging("info");
+    let config = BrokerConfig::from(cli.args);
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| BrokerError::Serve(format!("cannot start the async runtime: {e}")))
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let broker = Broker::start(config).await?;
+                broker.run_until(shutdown_signal()).await
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
