@@ -6,7 +6,11 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{ArgAction, Args};
 
-use crate::{BrokerConfig, SecretString};
+use crate::{BrokerConfig, Permissions, SecretString};
+
+fn parse_permissions_file(path: &str) -> Result<Permissions, String> {
+    Permissions::from_file(path.as_ref()).map_err(|e| e.to_string())
+}
 
 /// The broker's flags, each with its environment variable; `BrokerConfig::from` turns them
 /// into the config, and [`BrokerConfig::validate`] checks what clap cannot.
@@ -139,6 +143,48 @@ pub struct BrokerArgs {
     )]
     pub max_concurrent_requests: u32,
 
+    /// Most messages one subscriber has delivered and not yet settled: caps the
+    /// subscriber's own `max_inflight` (which is used when lower). The broker pulls from
+    /// JetStream only as much as a subscriber has room for.
+    #[arg(
+        long,
+        env = "LAX_BROKER_SUBSCRIBER_MAX_INFLIGHT",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub subscriber_max_inflight: u32,
+
+    /// Most payload bytes one subscriber has delivered and not yet settled (raised to the
+    /// NATS server's max_payload when lower, so that any message fits).
+    #[arg(
+        long,
+        env = "LAX_BROKER_SUBSCRIBER_MAX_INFLIGHT_BYTES",
+        default_value_t = 8 * 1024 * 1024
+    )]
+    pub subscriber_max_inflight_bytes: usize,
+
+    /// Most messages delivered and not yet settled across all subscribers of the broker.
+    #[arg(
+        long,
+        env = "LAX_BROKER_CONSUME_MAX_INFLIGHT",
+        default_value_t = 100_000
+    )]
+    pub consume_max_inflight: usize,
+
+    /// Most bytes delivered and not yet settled across all subscribers of the broker
+    /// (raised to the per-subscriber limit when lower).
+    #[arg(
+        long,
+        env = "LAX_BROKER_CONSUME_MAX_INFLIGHT_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub consume_max_inflight_bytes: usize,
+
+    /// Longest time the broker keeps a delivered message leased for a subscriber that is
+    /// still connected and settling messages (it renews JetStream's ack wait meanwhile).
+    #[arg(long, env = "LAX_BROKER_MAX_LEASE_MS", default_value_t = 3_600_000)]
+    pub max_lease_ms: u64,
+
     /// How long a graceful shutdown waits for in-flight requests before closing anyway.
     #[arg(long, env = "LAX_BROKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
     pub shutdown_timeout_ms: u64,
@@ -187,6 +233,17 @@ pub struct BrokerArgs {
     /// File holding the bearer token (surrounding whitespace is ignored).
     #[arg(long, env = "LAX_BROKER_AUTH_TOKEN_FILE", value_name = "PATH")]
     pub auth_token_file: Option<PathBuf>,
+
+    /// Per-token permissions (a JSON file; see [`Permissions`]): the tokens the broker
+    /// accepts, each with the subjects it may publish to and read and whether it may manage
+    /// streams. Replaces `--auth-token`.
+    #[arg(
+        long = "permissions-file",
+        env = "LAX_BROKER_PERMISSIONS_FILE",
+        value_name = "PATH",
+        value_parser = parse_permissions_file
+    )]
+    pub permissions: Option<Permissions>,
 
     /// NATS credentials file (user JWT and NKey seed, as `nsc` writes it).
     #[arg(long, env = "LAX_BROKER_NATS_CREDS", value_name = "PATH")]
@@ -266,12 +323,18 @@ impl From<BrokerArgs> for BrokerConfig {
             stream_cache_ttl_ms: args.stream_cache_ttl_ms,
             max_request_bytes: args.max_request_bytes,
             max_concurrent_requests: args.max_concurrent_requests,
+            subscriber_max_inflight: args.subscriber_max_inflight,
+            subscriber_max_inflight_bytes: args.subscriber_max_inflight_bytes,
+            consume_max_inflight: args.consume_max_inflight,
+            consume_max_inflight_bytes: args.consume_max_inflight_bytes,
+            max_lease_ms: args.max_lease_ms,
             shutdown_timeout_ms: args.shutdown_timeout_ms,
             tls_cert: args.tls_cert,
             tls_key: args.tls_key,
             tls_client_ca: args.tls_client_ca,
             auth_token: args.auth_token,
             auth_token_file: args.auth_token_file,
+            permissions: args.permissions,
             nats_creds: args.nats_creds,
             nats_token: args.nats_token,
             nats_user: args.nats_user,

@@ -11,10 +11,6 @@ use crate::{
     security::{self, Permissions, SecretString},
 };
 
-fn parse_permissions_file(path: &str) -> Result<Permissions, String> {
-    Permissions::from_file(path.as_ref()).map_err(|e| e.to_string())
-}
-
 /// How the broker connects, listens and publishes.
 ///
 /// Start from [`BrokerConfig::new`] (defaults everywhere but the NATS URLs) or
@@ -93,43 +89,21 @@ pub struct BrokerConfig {
     /// Most messages one subscriber has delivered and not yet settled: caps the
     /// subscriber's own `max_inflight` (which is used when lower). The broker pulls from
     /// JetStream only as much as a subscriber has room for.
-    #[arg(
-        long,
-        env = "LAX_BROKER_SUBSCRIBER_MAX_INFLIGHT",
-        default_value_t = 1_000,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
     pub subscriber_max_inflight: u32,
 
     /// Most payload bytes one subscriber has delivered and not yet settled (raised to the
     /// NATS server's max_payload when lower, so that any message fits).
-    #[arg(
-        long,
-        env = "LAX_BROKER_SUBSCRIBER_MAX_INFLIGHT_BYTES",
-        default_value_t = 8 * 1024 * 1024
-    )]
     pub subscriber_max_inflight_bytes: usize,
 
     /// Most messages delivered and not yet settled across all subscribers of the broker.
-    #[arg(
-        long,
-        env = "LAX_BROKER_CONSUME_MAX_INFLIGHT",
-        default_value_t = 100_000
-    )]
     pub consume_max_inflight: usize,
 
     /// Most bytes delivered and not yet settled across all subscribers of the broker
     /// (raised to the per-subscriber limit when lower).
-    #[arg(
-        long,
-        env = "LAX_BROKER_CONSUME_MAX_INFLIGHT_BYTES",
-        default_value_t = 64 * 1024 * 1024
-    )]
     pub consume_max_inflight_bytes: usize,
 
     /// Longest time the broker keeps a delivered message leased for a subscriber that is
     /// still connected and settling messages (it renews JetStream's ack wait meanwhile).
-    #[arg(long, env = "LAX_BROKER_MAX_LEASE_MS", default_value_t = 3_600_000)]
     pub max_lease_ms: u64,
 
     /// How long a graceful shutdown waits for in-flight requests before closing anyway.
@@ -158,11 +132,9 @@ pub struct BrokerConfig {
     /// Per-token permissions (a JSON file; see [`Permissions`]): the tokens the broker
     /// accepts, each with the subjects it may publish to and read and whether it may manage
     /// streams. Replaces `--auth-token`.
-    #[arg(
-        long = "permissions-file",
-        env = "LAX_BROKER_PERMISSIONS_FILE",
-        value_name = "PATH",
-        value_parser = parse_permissions_file
+    #[serde(
+        skip_serializing,
+        deserialize_with = "security::deserialize_optional_permissions"
     )]
     pub permissions: Option<Permissions>,
 
@@ -295,6 +267,11 @@ impl BrokerConfig {
         stream_cache_ttl_ms: u64,
         max_request_bytes: usize,
         max_concurrent_requests: u32,
+        subscriber_max_inflight: u32,
+        subscriber_max_inflight_bytes: usize,
+        consume_max_inflight: usize,
+        consume_max_inflight_bytes: usize,
+        max_lease_ms: u64,
         shutdown_timeout_ms: u64,
     );
 
@@ -304,6 +281,7 @@ impl BrokerConfig {
         tls_client_ca: PathBuf,
         auth_token: SecretString,
         auth_token_file: PathBuf,
+        permissions: Permissions,
         nats_creds: PathBuf,
         nats_token: SecretString,
         nats_user: String,

@@ -69,12 +69,12 @@ impl Rig {
         .await
         .expect("R3 stream");
         // Default options: the retry budget, breaker and timeouts under test.
-        let options = ClientOptions {
-            nats_urls: cluster.urls(),
-            broker_addrs: vec![format!("http://{}", broker.grpc_addr())],
-            enable_metrics: false,
-            ..ClientOptions::default()
-        };
+        let options = ClientOptions::builder()
+            .nats_urls(cluster.urls())
+            .broker_addr(format!("http://{}", broker.grpc_addr()))
+            .enable_metrics(false)
+            .build()
+            .expect("valid options");
         let client = LaxClient::connect(options).await.expect("client connects");
         Rig {
             cluster,

@@ -13,8 +13,8 @@ mod secret;
 pub(crate) use grpc_auth::require_bearer_token;
 pub(crate) use grpc_tls::with_tls;
 pub(crate) use nats::{apply_nats_security, refusal_reason};
-pub(crate) use permissions::Grant;
 pub use permissions::Permissions;
+pub(crate) use permissions::{Grant, deserialize_optional_permissions};
 pub use secret::SecretString;
 
 use std::path::Path;

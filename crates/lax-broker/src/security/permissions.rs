@@ -92,6 +92,19 @@ struct SubjectRules {
     deny: Vec<String>,
 }
 
+/// Reads a permissions file's layout (in a broker config file) as [`Permissions`].
+pub(crate) fn deserialize_optional_permissions<'de, D>(
+    deserializer: D,
+) -> Result<Option<Permissions>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<PermissionsFile>::deserialize(deserializer)?
+        .map(Permissions::checked)
+        .transpose()
+        .map_err(serde::de::Error::custom)
+}
+
 impl Permissions {
     /// Reads and checks a permissions file (for `--permissions-file`).
     ///
