@@ -11,8 +11,9 @@ use tokio::time::{Instant, error::Elapsed, timeout_at};
 use tonic::metadata::MetadataMap;
 
 /// The broker's own deadline ends this much before the client's, so its DEADLINE_EXCEEDED
-/// answer wins the race against tonic's CANCELLED.
-pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(10);
+/// answer wins the race against tonic's CANCELLED. 10 ms lost that race in 2 of 3 runs of
+/// `deadlines_and_the_inflight_cap` once the broker ran beside a loaded test suite.
+pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
 /// The instant the call's `grpc-timeout` runs out (less [`DEADLINE_MARGIN`]), or `None`
 /// without a (valid) header.
