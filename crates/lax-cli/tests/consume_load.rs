@@ -202,8 +202,13 @@ impl Stack {
             .sum()
     }
 
-    /// The consumer as JetStream sees it.
-    async fn consumer(&self, stream: &str, name: &str) -> async_nats::jetstream::consumer::Info {
+    /// The consumer as JetStream sees it; `None` until the broker has created it (a
+    /// subscriber's task may not have reached the broker yet).
+    async fn consumer(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Option<async_nats::jetstream::consumer::Info> {
         let js = async_nats::jetstream::new(async_nats::connect(self.nats.url()).await.unwrap());
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
             .get_stream(stream)
@@ -211,8 +216,8 @@ impl Stack {
             .unwrap()
             .get_consumer(name)
             .await
-            .unwrap();
-        consumer.info().await.unwrap().clone()
+            .ok()?;
+        Some(consumer.info().await.unwrap().clone())
     }
 }
 
@@ -667,8 +672,9 @@ async fn killed_member(mode: ChildMode) -> (Tally, u64) {
         ))
     };
     let drained = wait_until(DEADLINE, || async {
-        let info = stack.consumer("KILL", "crew").await;
-        info.ack_floor.stream_sequence == MESSAGES && info.num_ack_pending == 0
+        stack.consumer("KILL", "crew").await.is_some_and(|info| {
+            info.ack_floor.stream_sequence == MESSAGES && info.num_ack_pending == 0
+        })
     })
     .await;
     survivor.abort();
@@ -746,8 +752,9 @@ async fn old_contract_manual_ack_clients_are_acked_by_the_broker() {
         ))
     };
     wait_until(DEADLINE, || async {
-        let info = stack.consumer("OLD", "python").await;
-        info.ack_floor.stream_sequence == MESSAGES && info.num_ack_pending == 0
+        stack.consumer("OLD", "python").await.is_some_and(|info| {
+            info.ack_floor.stream_sequence == MESSAGES && info.num_ack_pending == 0
+        })
     })
     .await
     .expect("every message acked by the broker");
@@ -755,7 +762,10 @@ async fn old_contract_manual_ack_clients_are_acked_by_the_broker() {
     // check waits past two.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     reader.abort();
-    let info = stack.consumer("OLD", "python").await;
+    let info = stack
+        .consumer("OLD", "python")
+        .await
+        .expect("the group's consumer exists");
     let tally = tally.lock().unwrap();
     tally.print("old-contract client, manual_ack = true", MESSAGES);
     assert_eq!(tally.lost(MESSAGES), 0);
