@@ -164,14 +164,10 @@ fn nanos_since(then: Instant) -> u64 {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn every_message_is_published_once_and_recorded() {
+    /// Drives `plan` with a publish that only records its index; returns the run and the
+    /// indices published, sorted.
+    async fn drive_recording(plan: Plan) -> (Run<String>, Vec<u64>) {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let plan = Plan {
-            msgs: 1000,
-            concurrency: 8,
-            rate: None,
-        };
         let recorder = Arc::clone(&seen);
         let run = drive(plan, &ProgressBar::hidden(), move |index| {
             let recorder = Arc::clone(&recorder);
@@ -182,10 +178,21 @@ mod tests {
         })
         .await
         .unwrap();
-        assert!(run.failure.is_none());
-        assert_eq!(run.latencies.len(), 1000);
         let mut seen = seen.lock().unwrap().clone();
         seen.sort_unstable();
+        (run, seen)
+    }
+
+    #[tokio::test]
+    async fn every_message_is_published_once_and_recorded() {
+        let (run, seen) = drive_recording(Plan {
+            msgs: 1000,
+            concurrency: 8,
+            rate: None,
+        })
+        .await;
+        assert!(run.failure.is_none());
+        assert_eq!(run.latencies.len(), 1000);
         assert_eq!(seen, (0..1000).collect::<Vec<_>>());
     }
 
@@ -213,27 +220,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_paced_run_publishes_every_message_once_and_records_the_lateness() {
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         // Every message is due at once; this checks the bookkeeping, not the timing.
-        let plan = Plan {
+        let (run, seen) = drive_recording(Plan {
             msgs: 500,
             concurrency: 7,
             rate: Some(u64::MAX),
-        };
-        let recorder = Arc::clone(&seen);
-        let run = drive(plan, &ProgressBar::hidden(), move |index| {
-            let recorder = Arc::clone(&recorder);
-            async move {
-                recorder.lock().unwrap().push(index);
-                Ok::<(), String>(())
-            }
         })
-        .await
-        .unwrap();
+        .await;
         assert_eq!(run.latencies.len(), 500);
         assert_eq!(run.lateness.map(|l| l.len()), Some(500));
-        let mut seen = seen.lock().unwrap().clone();
-        seen.sort_unstable();
         assert_eq!(seen, (0..500).collect::<Vec<_>>());
     }
 
