@@ -414,7 +414,12 @@ async fn subscribers_that_never_read_hold_bounded_memory() {
                     client
                         .subscribe(subscribe_request("idle.data", &group, options))
                         .await
-                        .expect("subscribed")
+                        .unwrap_or_else(|status| {
+                            panic!(
+                                "wave {wave}: subscribed: {status:?}\n--- nats-server log ---\n{}",
+                                stack.nats.log_tail(40)
+                            )
+                        })
                         .into_inner(),
                 );
             }
@@ -449,8 +454,10 @@ async fn subscribers_that_never_read_hold_bounded_memory() {
         peak - before < 200.0,
         "the broker's memory is bounded by its consume limits"
     );
+    // A leak of what a wave holds would add its 64 MiB; the allocator's own fragmentation
+    // has added 0–33 MiB on a loaded machine.
     assert!(
-        peaks[1] < peaks[0] + 32.0,
+        peaks[1] < peaks[0] + 48.0,
         "a second wave reuses the memory of the first: {peaks:?} (after {after:.1} MiB)"
     );
 }

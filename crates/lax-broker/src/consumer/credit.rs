@@ -9,11 +9,22 @@
 //! back when dropped (the message was acked, nacked, expired or given back). So what one
 //! subscriber holds is bounded by its credit, whatever it asked for, and a subscriber that
 //! stops reading stops pulling once its credit is spent.
+//!
+//! A third, narrower count keeps the broker's NATS connection alive: the bytes asked for but
+//! not yet read off the socket. nats-server queues those for the connection and cuts it off
+//! as a slow consumer once they pass its `max_pending` (64 MiB by default), so every pull also
+//! takes a share of a [`PULL_WINDOW_BYTES`] window and gives each message's bytes back the
+//! moment the message has arrived.
 
 use std::sync::Arc;
 
 use metrics::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Most bytes the broker's pulls may have asked for and not yet received, together: a quarter
+/// of nats-server's default `max_pending` for one connection, so that a broker starved of CPU
+/// is not cut off as a slow consumer while the server holds what it asked for.
+pub(crate) const PULL_WINDOW_BYTES: usize = 16 * 1024 * 1024;
 
 /// The broker's consume limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +45,8 @@ pub(crate) struct Budget {
     limits: ConsumeLimits,
     messages: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
+    /// Bytes in flight from nats-server to the broker (see [`PULL_WINDOW_BYTES`]).
+    wire: Arc<Semaphore>,
 }
 
 impl Budget {
@@ -50,6 +63,7 @@ impl Budget {
         Budget {
             messages: Arc::new(Semaphore::new(limits.total_messages)),
             bytes: Arc::new(Semaphore::new(limits.total_bytes)),
+            wire: Arc::new(Semaphore::new(PULL_WINDOW_BYTES.max(max_message_bytes))),
             limits,
         }
     }
@@ -150,16 +164,32 @@ impl Credit {
         {
             all_bytes.merge(extra);
         }
-        // Room granted here but not across the broker goes back at once.
+        // What may be on the wire at once: at least one message of the largest size.
+        let mut wire = acquire(&self.budget.wire, self.min_pull_bytes).await;
+        let more = (all_bytes.num_permits().min(bytes.num_permits()))
+            .saturating_sub(wire.num_permits())
+            .min(self.budget.wire.available_permits());
+        if more > 0
+            && let Ok(extra) = Arc::clone(&self.budget.wire).try_acquire_many_owned(clamp_u32(more))
+        {
+            wire.merge(extra);
+        }
+        // Room granted here but not across the broker (or the wire window) goes back at once.
         let size = messages.num_permits().min(all_messages.num_permits());
-        let byte_size = bytes.num_permits().min(all_bytes.num_permits());
+        let byte_size = bytes
+            .num_permits()
+            .min(all_bytes.num_permits())
+            .min(wire.num_permits());
         drop(messages.split(messages.num_permits() - size));
         drop(bytes.split(bytes.num_permits() - byte_size));
+        drop(all_bytes.split(all_bytes.num_permits() - byte_size));
+        drop(wire.split(wire.num_permits() - byte_size));
         Grant {
             messages,
             bytes,
             all_messages,
             all_bytes,
+            wire,
             gauges: self.gauges.clone(),
         }
     }
@@ -184,6 +214,8 @@ pub(crate) struct Grant {
     bytes: OwnedSemaphorePermit,
     all_messages: OwnedSemaphorePermit,
     all_bytes: OwnedSemaphorePermit,
+    /// This pull's share of the wire window; each message gives its bytes back on arrival.
+    wire: OwnedSemaphorePermit,
     gauges: InflightGauges,
 }
 
@@ -205,6 +237,9 @@ impl Grant {
         let take = |permit: &mut OwnedSemaphorePermit, n: usize| {
             if n == 0 { None } else { permit.split(n) }
         };
+        // The message has been read off the socket: it no longer counts against the window.
+        let arrived = size.min(self.wire.num_permits());
+        drop(take(&mut self.wire, arrived));
         self.gauges.messages.increment(1.0);
         self.gauges.bytes.increment(size as f64);
         Held {
@@ -313,6 +348,41 @@ mod tests {
             grant.messages(),
             2,
             "12 across the broker, 10 held elsewhere"
+        );
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn bytes_asked_for_and_not_yet_received_stay_within_the_wire_window() {
+        let big = ConsumeLimits {
+            subscriber_messages: 100_000,
+            subscriber_bytes: 4 * PULL_WINDOW_BYTES,
+            total_messages: 100_000,
+            total_bytes: 4 * PULL_WINDOW_BYTES,
+        };
+        let budget = Arc::new(Budget::new(big, 1_024));
+        let one = Credit::new(Arc::clone(&budget), 0, 10, 1_024, gauges());
+        let two = Credit::new(Arc::clone(&budget), 0, 10, 1_024, gauges());
+        let mut first = one.grant().await;
+        assert_eq!(
+            first.bytes(),
+            PULL_WINDOW_BYTES,
+            "one pull asks for the window at most"
+        );
+        let pending = tokio::spawn(async move { two.grant().await.bytes() });
+        tokio::task::yield_now().await;
+        assert!(
+            !pending.is_finished(),
+            "the window is spent until bytes arrive"
+        );
+        // A message arriving gives its bytes back to the window, though it is still held.
+        let held = first.hold(64 * 1024);
+        assert_eq!(pending.await.unwrap(), 64 * 1024);
+        drop(first);
+        assert_eq!(
+            budget.wire.available_permits(),
+            PULL_WINDOW_BYTES,
+            "a finished pull gives back what never came"
         );
         drop(held);
     }
