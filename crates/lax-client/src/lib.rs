@@ -86,6 +86,29 @@ pub use client::{
 };
 pub use lax_core::{Ack, Error, ErrorKind, Headers, Receipt, Route, Tier, breaker::BreakerState};
 pub use lax_transport_grpc::{BrokerAdmin, ConsumerGroupConfig, DeliverPolicy, GroupJoin};
+
+/// Stream and consumer-group administration through the broker ([`LaxClient::admin`]), in
+/// LAX's own types: checked before they are sent, independent of the wire.
+///
+/// ```no_run
+/// use lax_client::{LaxClient, Tier, admin::{StreamConfig, StreamInfoOptions}};
+///
+/// # async fn demo(client: LaxClient) -> Result<(), lax_client::Error> {
+/// let admin = client.admin()?;
+/// admin
+///     .create_stream("ORDERS", StreamConfig::new(["orders.>"]).tier(Tier::Persistent))
+///     .await?;
+/// let info = admin.stream_info("ORDERS", StreamInfoOptions::default()).await?;
+/// println!("{} messages", info.stream.state.messages);
+/// # Ok(()) }
+/// ```
+pub mod admin {
+    pub use lax_transport_grpc::{
+        BrokerAdmin, ConsumerGroup, ConsumerGroupConfig, ConsumerInfo, DeliverPolicy,
+        DiscardPolicy, GroupJoin, ListStreamsOptions, RetentionPolicy, StorageType, Stream,
+        StreamConfig, StreamInfo, StreamInfoOptions, StreamPage, StreamState, StreamStats,
+    };
+}
 pub use lax_transport_nats::{ConnectionState, DirectMessage, DirectSubscription};
 pub use options::{
     BrokerTls, ClientOptions, ClientOptionsBuilder, NatsAuth, NatsTls, OverloadBehavior,

@@ -50,7 +50,6 @@ use std::{
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _, stream::FuturesUnordered};
 use lax_core::{Error, Headers, Limits, validate::validate_filter_subject};
-use lax_proto::broker::v1 as proto;
 use lax_transport_grpc::{
     BrokerMessage, ConsumerGroupConfig, GroupJoin, GrpcSubscription, Settle, Settler, SubscribeSpec,
 };
@@ -579,13 +578,14 @@ impl LaxClient {
         })
     }
 
-    /// Creates consumer group `name` on `stream` for `subject_filter`, or joins it when it
-    /// exists with this configuration ([`GroupJoin::AlreadyExisted`]).
+    /// Creates consumer group `name` on `stream` for `subject_filter` (empty: the whole
+    /// stream), or joins it when it exists with this configuration
+    /// ([`GroupJoin::AlreadyExisted`]).
     ///
     /// # Errors
     ///
     /// `Rejected` when it exists with another configuration or the stream does not exist;
-    /// `InvalidInput` for bad names or settings.
+    /// `InvalidInput` for bad names, subjects or settings, before anything is sent.
     pub async fn create_consumer_group(
         &self,
         name: impl Into<String>,
@@ -594,12 +594,12 @@ impl LaxClient {
         config: ConsumerGroupConfig,
     ) -> Result<GroupJoin, Error> {
         self.admin()?
-            .create_consumer_group(proto::ConsumerGroupRequest {
-                name: name.into(),
-                stream: stream.into(),
-                subject_filter: subject_filter.into(),
-                config: Some(config.to_proto()?),
-            })
+            .create_consumer_group(
+                &name.into(),
+                &stream.into(),
+                &subject_filter.into(),
+                &config,
+            )
             .await
     }
 }

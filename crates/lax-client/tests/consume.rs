@@ -15,8 +15,8 @@ use futures::StreamExt as _;
 use lax_client::{
     BatchMessage, ConsumerGroupConfig, DeliverPolicy, ErrorKind, GroupJoin, Json, LaxClient,
     ProcessOptions, PublishOptions, ReceivedMessage, StartPosition, SubscribeOptions, Subscription,
+    Tier, admin::StreamConfig,
 };
-use lax_proto::broker::v1::StreamConfig;
 use lax_testkit::{wait_for, wait_until};
 use serde::{Deserialize, Serialize};
 
@@ -24,14 +24,7 @@ async fn create_stream(client: &LaxClient, name: &str, subject: &str) {
     client
         .admin()
         .unwrap()
-        .create_stream(
-            name,
-            StreamConfig {
-                subjects: vec![subject.into()],
-                tier: "persistent".into(),
-                ..Default::default()
-            },
-        )
+        .create_stream(name, StreamConfig::new([subject]).tier(Tier::Persistent))
         .await
         .expect("stream created");
 }

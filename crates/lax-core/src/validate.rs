@@ -123,6 +123,33 @@ pub fn validate_filter_subject(subject: &str, max_len: usize) -> Result<(), Erro
     Ok(())
 }
 
+/// Longest stream or consumer name accepted (JetStream stores names as file names).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Checks a stream or consumer name (`kind` says which, for the message): non-empty, at most
+/// [`MAX_NAME_LEN`] bytes, printable, and free of whitespace, `.`, `*`, `>`, `/` and `\`
+/// (JetStream refuses those).
+pub fn validate_name(kind: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(Error::invalid_input(format!("{kind} name is empty")));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::invalid_input(format!(
+            "{kind} name is {} bytes, longer than {MAX_NAME_LEN}",
+            name.len()
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        return Err(Error::invalid_input(format!(
+            "{kind} name {name:?} contains {c:?}; names may not contain whitespace, '.', '*', '>', '/' or '\\'"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks one header: the name is non-empty printable ASCII without `:`; the value has no CR or
 /// LF (which would split the NATS header block).
 pub fn validate_header(name: &str, value: &str) -> Result<(), Error> {
@@ -199,6 +226,16 @@ mod tests {
 
     fn refused(subject: &str) -> bool {
         validate_publish_subject(subject, 64).is_err()
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("stream", "ORDERS_v2-x").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>", "a/b", "a\\b", "a\nb"] {
+            let err = validate_name("stream", bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
+        }
+        assert!(validate_name("stream", &"x".repeat(MAX_NAME_LEN + 1)).is_err());
     }
 
     #[test]

@@ -8,6 +8,8 @@ use tonic::{Code, Status};
 
 use crate::status::status_to_error;
 
+pub(crate) mod admin;
+
 /// The protobuf request for `request`, to be answered within `timeout`.
 ///
 /// The `message_id` field carries the de-duplication key (the broker sends it as

@@ -1,10 +1,7 @@
 //! [`ConsumerGroupConfig`]: LAX's own description of a consumer group, with the defaults of
-//! the Python SDK, turned into the wire message only when sent.
+//! the Python SDK, turned into the wire message only when sent (see `convert::admin`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use lax_core::Error;
-use lax_proto::broker::v1 as proto;
+use std::time::{Duration, SystemTime};
 
 /// Where a new consumer group starts reading its stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,98 +111,5 @@ impl ConsumerGroupConfig {
     pub fn dead_letter_subject(mut self, subject: impl Into<String>) -> Self {
         self.dead_letter_subject = Some(subject.into());
         self
-    }
-
-    /// The wire message; [`InvalidInput`](lax_core::ErrorKind::InvalidInput) for a value the
-    /// wire cannot carry.
-    pub fn to_proto(&self) -> Result<proto::ConsumerGroupConfig, Error> {
-        let whole_seconds = |value: Duration, name: &str| {
-            let seconds = value.as_secs() + u64::from(value.subsec_nanos() > 0);
-            i32::try_from(seconds).map_err(|_| Error::invalid_input(format!("{name} is too long")))
-        };
-        let count = |value: u32, name: &str| {
-            i32::try_from(value).map_err(|_| Error::invalid_input(format!("{name} is too large")))
-        };
-        let (deliver_policy, start_sequence, start_time) = match self.deliver_policy {
-            DeliverPolicy::All => ("all", 0, None),
-            DeliverPolicy::Last => ("last", 0, None),
-            DeliverPolicy::New => ("new", 0, None),
-            DeliverPolicy::ByStartSequence(sequence) => ("by_start_sequence", sequence, None),
-            DeliverPolicy::ByStartTime(at) => {
-                let since_epoch = at.duration_since(UNIX_EPOCH).map_err(|_| {
-                    Error::invalid_input("deliver_policy start time is before 1970")
-                })?;
-                let timestamp = prost_types::Timestamp {
-                    seconds: i64::try_from(since_epoch.as_secs()).map_err(|_| {
-                        Error::invalid_input("deliver_policy start time is too far")
-                    })?,
-                    nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
-                };
-                ("by_start_time", 0, Some(timestamp))
-            }
-        };
-        Ok(proto::ConsumerGroupConfig {
-            deliver_policy: deliver_policy.to_owned(),
-            max_deliver: count(self.max_deliver.unwrap_or(0), "max_deliver")?,
-            ack_wait_seconds: whole_seconds(self.ack_wait, "ack_wait")?,
-            max_ack_pending: count(self.max_ack_pending, "max_ack_pending")?,
-            flow_control: self.flow_control,
-            idle_heartbeat_seconds: whole_seconds(self.idle_heartbeat, "idle_heartbeat")?,
-            start_sequence,
-            start_time,
-            dead_letter_subject: self.dead_letter_subject.clone().unwrap_or_default(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_the_python_sdks_on_the_wire() {
-        let wire = ConsumerGroupConfig::default().to_proto().unwrap();
-        assert_eq!(wire.deliver_policy, "new");
-        assert_eq!(wire.max_deliver, 5);
-        assert_eq!(wire.ack_wait_seconds, 30);
-        assert_eq!(wire.max_ack_pending, 1000);
-        assert!(wire.flow_control);
-        assert_eq!(wire.idle_heartbeat_seconds, 30);
-        assert_eq!(wire.dead_letter_subject, "");
-    }
-
-    #[test]
-    fn every_setting_reaches_the_wire() {
-        let at = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
-        let wire = ConsumerGroupConfig::default()
-            .deliver_policy(DeliverPolicy::ByStartTime(at))
-            .max_deliver(None)
-            .ack_wait(Duration::from_millis(1500))
-            .max_ack_pending(7)
-            .flow_control(false)
-            .dead_letter_subject("dead.jobs")
-            .to_proto()
-            .unwrap();
-        assert_eq!(wire.deliver_policy, "by_start_time");
-        let start = wire.start_time.unwrap();
-        assert_eq!((start.seconds, start.nanos), (1_700_000_000, 5));
-        assert_eq!(wire.max_deliver, 0, "0 is unlimited on the wire");
-        assert_eq!(wire.ack_wait_seconds, 2, "rounded up");
-        assert_eq!(wire.max_ack_pending, 7);
-        assert!(!wire.flow_control);
-        assert_eq!(wire.dead_letter_subject, "dead.jobs");
-        let wire = ConsumerGroupConfig::default()
-            .deliver_policy(DeliverPolicy::ByStartSequence(42))
-            .to_proto()
-            .unwrap();
-        assert_eq!(
-            (wire.deliver_policy.as_str(), wire.start_sequence),
-            ("by_start_sequence", 42)
-        );
-        let err = ConsumerGroupConfig::default()
-            .max_ack_pending(u32::MAX)
-            .to_proto()
-            .unwrap_err();
-        assert_eq!(err.kind(), lax_core::ErrorKind::InvalidInput);
     }
 }

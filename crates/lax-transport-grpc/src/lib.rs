@@ -20,7 +20,9 @@
 //!   status is mapped by one table, [`status_to_error`].
 //! - **Security**: TLS with a custom CA ([`TlsOptions`]) and a bearer token on every call
 //!   ([`BearerAuth`]).
-//! - **Administration**: streams and consumer groups through [`BrokerAdmin`].
+//! - **Administration**: streams and consumer groups through [`BrokerAdmin`], in LAX's own
+//!   types ([`StreamConfig`], [`StreamInfo`], [`ConsumerGroupConfig`]…), checked before they
+//!   are sent.
 //! - **Consuming**: [`GrpcPublisher::subscribe`] opens a [`GrpcSubscription`] of
 //!   [`BrokerMessage`]s on a pooled connection; its [`Settler`] acks, nacks, marks in progress
 //!   or terminates them, pipelined ([`Settler::settle_in_background`]) so that a subscriber
@@ -58,6 +60,7 @@ mod pool;
 mod publisher;
 mod session;
 mod status;
+mod stream;
 mod subscriber;
 
 pub use admin::{BrokerAdmin, GroupJoin};
@@ -67,6 +70,10 @@ pub use options::{GrpcOptions, PublishMode, TlsOptions};
 pub use pool::BrokerClient;
 pub use publisher::{GrpcPublisher, PublishFuture};
 pub use status::status_to_error;
+pub use stream::{
+    ConsumerGroup, ConsumerInfo, DiscardPolicy, ListStreamsOptions, RetentionPolicy, StorageType,
+    Stream, StreamConfig, StreamInfo, StreamInfoOptions, StreamPage, StreamState, StreamStats,
+};
 pub use subscriber::{
     BrokerMessage, GrpcSubscription, MAX_BACKGROUND_SETTLES, MAX_SETTLE_BATCH, Settle, Settler,
     SubscribeSpec,

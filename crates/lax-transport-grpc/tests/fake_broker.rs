@@ -7,9 +7,11 @@ use std::{sync::Arc, time::Duration};
 
 use common::fake::FakeServer;
 use lax_core::{ErrorKind, PublishOptions, PublishRequest, Publisher, Tier};
-use lax_proto::broker::v1 as proto;
 use lax_testkit::wait_until;
-use lax_transport_grpc::{BrokerAdmin, GroupJoin, GrpcOptions, GrpcPublisher, PublishMode};
+use lax_transport_grpc::{
+    BrokerAdmin, ConsumerGroupConfig, GroupJoin, GrpcOptions, GrpcPublisher, ListStreamsOptions,
+    PublishMode, StreamConfig, StreamInfoOptions,
+};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -304,46 +306,82 @@ async fn connecting_to_nothing_is_unavailable_and_unsent() {
 async fn admin_calls_map_statuses_and_join_existing_groups() {
     let server = FakeServer::start().await;
     let admin = BrokerAdmin::connect(&options(&server, 1)).await.unwrap();
-    let stream = admin
-        .create_stream(
-            "ORDERS",
-            proto::StreamConfig {
-                subjects: vec!["orders.>".into()],
-                tier: "persistent".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let config = StreamConfig::new(["orders.>"])
+        .tier(Tier::Persistent)
+        .max_age(Duration::from_secs(60));
+    let stream = admin.create_stream("ORDERS", config.clone()).await.unwrap();
     assert_eq!(stream.name, "ORDERS");
+    assert_eq!(
+        stream.config, config,
+        "the fake echoes the configuration sent"
+    );
     let missing = admin
-        .stream_info(proto::GetStreamInfoRequest {
-            name: "NOPE".into(),
-            ..Default::default()
-        })
+        .stream_info("NOPE", StreamInfoOptions::default())
         .await
         .unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::Rejected);
     assert!(missing.message().contains("stream NOPE not found"));
     let invalid = admin
-        .update_stream("ORDERS", Default::default())
+        .update_stream("ORDERS", StreamConfig::default())
         .await
         .unwrap_err();
     assert_eq!(invalid.kind(), ErrorKind::InvalidInput);
-    assert!(admin.delete_stream("ORDERS").await.unwrap().success);
+    admin.delete_stream("ORDERS").await.unwrap();
 
-    let group = |name: &str| proto::ConsumerGroupRequest {
-        name: name.into(),
-        stream: "ORDERS".into(),
-        ..Default::default()
-    };
-    match admin.create_consumer_group(group("workers")).await.unwrap() {
+    let group = ConsumerGroupConfig::default();
+    match admin
+        .create_consumer_group("workers", "ORDERS", "", &group)
+        .await
+        .unwrap()
+    {
         GroupJoin::Created(created) => assert_eq!(created.name, "workers"),
         other => panic!("expected a new group, got {other:?}"),
     }
     let joined = admin
-        .create_consumer_group(group("existing"))
+        .create_consumer_group("existing", "ORDERS", "", &group)
         .await
         .unwrap();
     assert!(joined.already_existed());
+}
+
+#[tokio::test]
+async fn bad_admin_input_is_refused_before_anything_is_sent() {
+    let server = FakeServer::start().await;
+    let admin = BrokerAdmin::connect(&options(&server, 1)).await.unwrap();
+    let errors = [
+        admin
+            .create_stream("OR DERS", StreamConfig::new(["orders.>"]))
+            .await
+            .unwrap_err(),
+        admin
+            .create_stream("ORDERS", StreamConfig::new(["orders.>"]).replicas(9))
+            .await
+            .unwrap_err(),
+        admin
+            .update_stream("ORDERS", StreamConfig::new(["orders..x"]))
+            .await
+            .unwrap_err(),
+        admin
+            .stream_info("a.b", StreamInfoOptions::default())
+            .await
+            .unwrap_err(),
+        admin.delete_stream("").await.unwrap_err(),
+        admin
+            .list_streams(ListStreamsOptions::default().limit(0))
+            .await
+            .unwrap_err(),
+        admin
+            .create_consumer_group("w>", "ORDERS", "", &ConsumerGroupConfig::default())
+            .await
+            .unwrap_err(),
+    ];
+    for error in &errors {
+        assert_eq!(error.kind(), ErrorKind::InvalidInput, "{error}");
+        assert!(!error.may_be_stored());
+    }
+    assert_eq!(
+        server.broker.authorizations(),
+        Vec::<Option<String>>::new(),
+        "nothing reached the broker"
+    );
 }

@@ -1,11 +1,17 @@
 //! `lax streams ls|info|create|rm`: stream administration through the broker.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::{
+    io::{BufRead as _, IsTerminal as _, Write as _},
+    time::Duration,
+};
 
 use clap::{Args, Subcommand};
-use lax_client::{BrokerAdmin, ClientOptions};
-use lax_proto::broker::v1::{
-    ConsumerInfo, GetStreamInfoRequest, ListStreamsRequest, Stream, StreamConfig, StreamState,
+use lax_client::{
+    ClientOptions,
+    admin::{
+        BrokerAdmin, ConsumerInfo, ListStreamsOptions, Stream, StreamConfig, StreamInfoOptions,
+        StreamState,
+    },
 };
 use serde_json::{Value, json};
 
@@ -67,14 +73,14 @@ struct CreateArgs {
     #[arg(long, value_enum, default_value_t = TierArg::Persistent)]
     tier: TierArg,
     /// Most messages kept (oldest dropped first).
-    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
-    max_msgs: Option<i64>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_msgs: Option<u64>,
     /// Most bytes kept.
-    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
-    max_bytes: Option<i64>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_bytes: Option<u64>,
     /// Longest a message is kept, in seconds.
-    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
-    max_age_secs: Option<i64>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_age_secs: Option<u64>,
     /// A description.
     #[arg(long)]
     description: Option<String>,
@@ -95,13 +101,11 @@ pub(crate) async fn run(args: StreamsArgs) -> Result<(), Failure> {
     let failed = |e| Failure::from_broker(e, &options);
     match args.action {
         StreamsAction::Ls { subject } => {
-            let listed = admin
-                .list_streams(ListStreamsRequest {
-                    subject_filter: subject.unwrap_or_default(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(failed)?;
+            let mut list = ListStreamsOptions::default();
+            if let Some(subject) = subject {
+                list = list.subject_filter(subject);
+            }
+            let listed = admin.list_streams(list).await.map_err(failed)?;
             if json {
                 print_json(&Value::Array(
                     listed.streams.iter().map(stream_json).collect(),
@@ -112,23 +116,16 @@ pub(crate) async fn run(args: StreamsArgs) -> Result<(), Failure> {
         }
         StreamsAction::Info { name } => {
             let info = admin
-                .stream_info(GetStreamInfoRequest {
-                    name,
-                    include_consumers: true,
-                    include_stats: false,
-                })
+                .stream_info(name, StreamInfoOptions::default().consumers(true))
                 .await
                 .map_err(failed)?;
             if json {
-                let mut value = info.config.as_ref().map(stream_json).unwrap_or_default();
-                value["state"] = info.state.as_ref().map(state_json).unwrap_or_default();
+                let mut value = stream_json(&info.stream);
                 value["consumers"] = info.consumers.iter().map(consumer_json).collect();
                 print_json(&value);
                 return Ok(());
             }
-            if let Some(stream) = &info.config {
-                print_stream(stream, info.state.as_ref());
-            }
+            print_stream(&info.stream);
             for consumer in &info.consumers {
                 println!(
                     "consumer   {} (delivered {}, ack pending {}, redelivered {}{})",
@@ -150,19 +147,16 @@ pub(crate) async fn run(args: StreamsArgs) -> Result<(), Failure> {
                 print_json(&stream_json(&stream));
             } else {
                 println!("created stream {}", stream.name);
-                print_stream(&stream, stream.state.as_ref());
+                print_stream(&stream);
             }
         }
         StreamsAction::Rm { name, force } => {
             if !force {
                 let info = admin
-                    .stream_info(GetStreamInfoRequest {
-                        name: name.clone(),
-                        ..Default::default()
-                    })
+                    .stream_info(&name, StreamInfoOptions::default())
                     .await
                     .map_err(failed)?;
-                let messages = info.state.map_or(0, |state| state.messages);
+                let messages = info.stream.state.messages;
                 let question = format!(
                     "Delete stream {name} and its {messages} message{}? [y/N] ",
                     if messages == 1 { "" } else { "s" }
@@ -173,13 +167,7 @@ pub(crate) async fn run(args: StreamsArgs) -> Result<(), Failure> {
                     )));
                 }
             }
-            let deleted = admin.delete_stream(&name).await.map_err(failed)?;
-            if !deleted.success {
-                return Err(Failure::runtime(format!(
-                    "the broker did not delete stream {name}: {}",
-                    deleted.message
-                )));
-            }
+            admin.delete_stream(&name).await.map_err(failed)?;
             if json {
                 print_json(&json!({ "deleted": name }));
             } else {
@@ -216,32 +204,27 @@ fn print_json(value: &Value) {
 }
 
 fn stream_json(stream: &Stream) -> Value {
-    let config = stream.config.clone().unwrap_or_default();
+    let config = &stream.config;
     json!({
         "name": stream.name,
-        "description": config.description,
+        "description": config.description.as_deref().unwrap_or_default(),
         "subjects": config.subjects,
-        "tier": config.tier,
-        "storage": config.storage_type,
-        "replicas": config.num_replicas,
-        "max_msgs": positive(config.max_msgs),
-        "max_bytes": positive(config.max_bytes),
-        "max_age_secs": config.max_age.map(|age| age.seconds),
-        "state": stream.state.as_ref().map(state_json),
+        "tier": config.tier.map(|tier| tier.as_str()),
+        "storage": config.storage.map(|storage| storage.as_str()),
+        "replicas": config.replicas,
+        "max_msgs": config.max_messages,
+        "max_bytes": config.max_bytes,
+        "max_age_secs": config.max_age.map(|age| age.as_secs()),
+        "state": state_json(&stream.state),
     })
-}
-
-/// A limit, `null` when unlimited (0 or -1 on the wire).
-fn positive(value: i64) -> Option<i64> {
-    (value > 0).then_some(value)
 }
 
 fn state_json(state: &StreamState) -> Value {
     json!({
         "messages": state.messages,
         "bytes": state.bytes,
-        "first_seq": state.first_seq,
-        "last_seq": state.last_seq,
+        "first_seq": state.first_sequence,
+        "last_seq": state.last_sequence,
         "consumer_count": state.consumer_count,
     })
 }
@@ -257,17 +240,22 @@ fn consumer_json(consumer: &ConsumerInfo) -> Value {
 }
 
 fn stream_config(create: CreateArgs) -> StreamConfig {
-    StreamConfig {
-        description: create.description.unwrap_or_default(),
-        subjects: create.subjects,
-        tier: lax_client::Tier::from(create.tier).as_str().to_owned(),
-        max_msgs: create.max_msgs.unwrap_or_default(),
-        max_bytes: create.max_bytes.unwrap_or_default(),
-        max_age: create
-            .max_age_secs
-            .map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
-        ..Default::default()
-    }
+    let mut config = StreamConfig::new(create.subjects).tier(create.tier.into());
+    config.description = create.description;
+    config.max_messages = create.max_msgs;
+    config.max_bytes = create.max_bytes;
+    config.max_age = create.max_age_secs.map(Duration::from_secs);
+    config
+}
+
+/// A name for an optional value (the tier or storage the broker did not say).
+fn or_dash(value: Option<&str>) -> &str {
+    value.unwrap_or("-")
+}
+
+/// A limit, "unlimited" when unset.
+fn limit(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "unlimited".to_owned(), |value| value.to_string())
 }
 
 fn print_table(streams: &[Stream]) {
@@ -280,57 +268,50 @@ fn print_table(streams: &[Stream]) {
         "NAME", "TIER", "STORAGE", "REPLICAS", "MESSAGES", "BYTES", "LAST SEQ"
     );
     for stream in streams {
-        let config = stream.config.clone().unwrap_or_default();
-        let state = stream.state.unwrap_or_default();
+        let (config, state) = (&stream.config, &stream.state);
         println!(
             "{:<24} {:<11} {:<7} {:>8} {:>10} {:>12} {:>9}  {}",
             stream.name,
-            config.tier,
-            config.storage_type,
-            config.num_replicas,
+            or_dash(config.tier.map(|tier| tier.as_str())),
+            or_dash(config.storage.map(|storage| storage.as_str())),
+            config.replicas.unwrap_or(1),
             state.messages,
             state.bytes,
-            state.last_seq,
+            state.last_sequence,
             config.subjects.join(",")
         );
     }
 }
 
-fn print_stream(stream: &Stream, state: Option<&StreamState>) {
-    let config = stream.config.clone().unwrap_or_default();
+fn print_stream(stream: &Stream) {
+    let (config, state) = (&stream.config, &stream.state);
+    let replicas = config.replicas.unwrap_or(1);
     println!("stream     {}", stream.name);
     println!("subjects   {}", config.subjects.join(", "));
     println!(
         "tier       {} ({} storage, {} replica{})",
-        config.tier,
-        config.storage_type,
-        config.num_replicas,
-        if config.num_replicas == 1 { "" } else { "s" }
+        or_dash(config.tier.map(|tier| tier.as_str())),
+        or_dash(config.storage.map(|storage| storage.as_str())),
+        replicas,
+        if replicas == 1 { "" } else { "s" }
     );
-    if !config.description.is_empty() {
-        println!("about      {}", config.description);
+    if let Some(description) = &config.description {
+        println!("about      {description}");
     }
-    let limit = |value: i64| {
-        if value > 0 {
-            value.to_string()
-        } else {
-            "unlimited".to_owned()
-        }
-    };
     println!(
         "limits     max msgs {}, max bytes {}, max age {}",
-        limit(config.max_msgs),
+        limit(config.max_messages),
         limit(config.max_bytes),
-        config
-            .max_age
-            .map_or_else(|| "unlimited".to_owned(), |age| format!("{}s", age.seconds))
+        limit(config.max_age.map(|age| format!("{}s", age.as_secs())))
     );
-    if let Some(state) = state {
-        println!(
-            "state      {} messages, {} bytes, sequences {}..={}, {} consumers",
-            state.messages, state.bytes, state.first_seq, state.last_seq, state.consumer_count
-        );
-    }
+    println!(
+        "state      {} messages, {} bytes, sequences {}..={}, {} consumers",
+        state.messages,
+        state.bytes,
+        state.first_sequence,
+        state.last_sequence,
+        state.consumer_count
+    );
 }
 
 /// Connects to the broker for administration, explaining an unreachable one.
