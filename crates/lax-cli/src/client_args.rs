@@ -93,10 +93,7 @@ impl ClientArgs {
             options.nats_urls = urls.split(',').map(|url| url.trim().to_owned()).collect();
         }
         if let Some(creds) = &self.creds {
-            options.nats_auth = NatsAuth {
-                credentials_file: Some(creds.clone()),
-                ..NatsAuth::default()
-            };
+            options.nats_auth = NatsAuth::credentials_file(creds);
         }
         if self.tls_ca.is_some() || self.tls_cert.is_some() {
             let tls = options.nats_tls.get_or_insert_with(NatsTls::default);

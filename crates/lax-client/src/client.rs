@@ -85,6 +85,7 @@ impl Service<PublishRequest> for Publishing {
 /// assert_eq!(PublishOptions::default().route(), Route::Direct);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PublishOptions {
     /// What travels with the message through the stack: tier, ack, timeout (retries
     /// included; the client's `publish_timeout` when unset), dedup id and attempts.

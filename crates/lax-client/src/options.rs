@@ -333,47 +333,43 @@ impl ClientOptions {
 impl ClientOptions {
     /// The direct path's transport options.
     pub fn nats_options(&self) -> NatsOptions {
-        NatsOptions {
-            nats_urls: self.nats_urls.clone(),
-            connect_timeout: self.nats_connect_timeout,
-            reconnect: ReconnectPolicy {
-                // -1 (forever) and any other value validate() refuses map to "never give up".
-                max_attempts: usize::try_from(self.nats_max_reconnect_attempts)
-                    .ok()
-                    .filter(|&n| n > 0),
-                initial_delay: self.nats_reconnect_wait,
-                max_delay: self.nats_reconnect_wait,
-                ..ReconnectPolicy::default()
-            },
-            client_name: Some(format!("lax-client/{}", env!("CARGO_PKG_VERSION"))),
-            auth: self.nats_auth.clone(),
-            tls: self.nats_tls.clone(),
-            metrics_prefix: self.metrics_prefix.clone(),
-            ..NatsOptions::default()
-        }
+        let mut reconnect = ReconnectPolicy::default()
+            .initial_delay(self.nats_reconnect_wait)
+            .max_delay(self.nats_reconnect_wait);
+        // -1 (forever) and any other value validate() refuses map to "never give up".
+        reconnect.max_attempts = usize::try_from(self.nats_max_reconnect_attempts)
+            .ok()
+            .filter(|&n| n > 0);
+        let mut options = NatsOptions::new(self.nats_urls.iter().cloned())
+            .connect_timeout(self.nats_connect_timeout)
+            .reconnect(reconnect)
+            .client_name(format!("lax-client/{}", env!("CARGO_PKG_VERSION")))
+            .auth(self.nats_auth.clone())
+            .metrics_prefix(self.metrics_prefix.clone());
+        options.tls.clone_from(&self.nats_tls);
+        options
     }
 
     /// The broker path's transport options.
     pub fn grpc_options(&self) -> GrpcOptions {
-        GrpcOptions {
-            broker_addrs: self.broker_addrs.clone(),
-            connection_pool_size: self.connection_pool_size,
-            connect_timeout: self.nats_connect_timeout,
-            publish_timeout: self.publish_timeout,
-            call_timeout: self.grpc_timeout,
-            auth_token: self.broker_token.clone(),
-            tls: self.broker_tls(),
-            metrics_prefix: self.metrics_prefix.clone(),
-            ..GrpcOptions::default()
-        }
+        let mut options = GrpcOptions::new(self.broker_addrs.iter().cloned())
+            .connection_pool_size(self.connection_pool_size)
+            .connect_timeout(self.nats_connect_timeout)
+            .publish_timeout(self.publish_timeout)
+            .call_timeout(self.grpc_timeout)
+            .metrics_prefix(self.metrics_prefix.clone());
+        options.auth_token.clone_from(&self.broker_token);
+        options.tls = self.broker_tls();
+        options
     }
 
     /// TLS to the broker: `broker_tls` when set, else what `use_tls` and `tls_cert_path` say.
     fn broker_tls(&self) -> Option<BrokerTls> {
         self.broker_tls.clone().or_else(|| {
-            self.use_tls.then(|| BrokerTls {
-                ca_file: self.tls_cert_path.clone(),
-                ..BrokerTls::default()
+            self.use_tls.then(|| {
+                let mut tls = BrokerTls::default();
+                tls.ca_file.clone_from(&self.tls_cert_path);
+                tls
             })
         })
     }

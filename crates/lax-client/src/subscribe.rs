@@ -101,6 +101,7 @@ impl StartPosition {
 /// assert!(options.manual_ack, "messages are acked explicitly unless asked otherwise");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubscribeOptions {
     /// The consumer group whose members share the messages; none for a subscription of
     /// one's own.
@@ -159,6 +160,12 @@ impl SubscribeOptions {
         }
     }
 
+    /// Sets the consumer group (see [`group`](Self::group) for a member's defaults).
+    pub fn consumer_group(mut self, name: impl Into<String>) -> Self {
+        self.consumer_group = Some(name.into());
+        self
+    }
+
     /// Sets the start position.
     pub fn start(mut self, start: StartPosition) -> Self {
         self.start = start;
@@ -208,17 +215,16 @@ impl SubscribeOptions {
     }
 
     fn into_spec(self, subject: String) -> SubscribeSpec {
-        SubscribeSpec {
-            subject,
-            consumer_group: self.consumer_group,
-            start_position: self.start.as_wire(),
-            max_inflight: self.max_inflight.unwrap_or(0),
-            ack_wait: self.ack_wait,
-            max_deliver: self.max_deliver.unwrap_or(0),
-            prefetch: self.prefetch.unwrap_or(0),
-            flow_control: self.flow_control,
-            dead_letter_subject: self.dead_letter_subject,
-        }
+        let mut spec = SubscribeSpec::new(subject)
+            .start_position(self.start.as_wire())
+            .max_inflight(self.max_inflight.unwrap_or(0))
+            .max_deliver(self.max_deliver.unwrap_or(0))
+            .prefetch(self.prefetch.unwrap_or(0))
+            .flow_control(self.flow_control);
+        spec.consumer_group = self.consumer_group;
+        spec.ack_wait = self.ack_wait;
+        spec.dead_letter_subject = self.dead_letter_subject;
+        spec
     }
 }
 
@@ -376,6 +382,7 @@ impl ReceivedMessage {
 
 /// How [`Subscription::process_with`] runs the handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProcessOptions {
     /// Messages handled at once.
     pub concurrency: usize,

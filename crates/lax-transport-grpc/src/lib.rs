@@ -35,9 +35,9 @@
 //! use lax_transport_grpc::{GrpcOptions, GrpcPublisher};
 //!
 //! # async fn demo() -> Result<(), lax_core::Error> {
-//! let mut options = GrpcOptions::new(["localhost:50051"]);
-//! options.connection_pool_size = 4;
-//! options.auth_token = Some("s3cret".into());
+//! let options = GrpcOptions::new(["localhost:50051"])
+//!     .connection_pool_size(4)
+//!     .auth_token("s3cret");
 //! let publisher = GrpcPublisher::connect(options).await?;
 //!
 //! let request = PublishRequest::new("orders.created", r#"{"order_id":"456"}"#)

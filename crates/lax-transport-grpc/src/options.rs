@@ -24,6 +24,7 @@ pub enum PublishMode {
 /// system's trust roots.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TlsOptions {
     /// PEM file of the CA (or CAs) trusted for the broker's certificate; the system's trust
     /// roots when unset.
@@ -35,6 +36,36 @@ pub struct TlsOptions {
     pub client_cert_file: Option<PathBuf>,
     /// PEM private key of `client_cert_file`.
     pub client_key_file: Option<PathBuf>,
+}
+
+// Builder-style setters, as tonic's `Endpoint`: `TlsOptions` is `#[non_exhaustive]`.
+impl TlsOptions {
+    /// Sets `ca_file`: PEM file of the CA (or CAs) trusted for the broker's certificate; the
+    /// system's trust roots when unset.
+    pub fn ca_file(mut self, ca_file: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(ca_file.into());
+        self
+    }
+
+    /// Sets `domain`: the name to verify the broker's certificate against, when it differs from the
+    /// host of the address.
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// Sets `client_cert_file`: PEM certificate presented to the broker (mutual TLS); needs
+    /// `client_key_file`.
+    pub fn client_cert_file(mut self, client_cert_file: impl Into<PathBuf>) -> Self {
+        self.client_cert_file = Some(client_cert_file.into());
+        self
+    }
+
+    /// Sets `client_key_file`: PEM private key of `client_cert_file`.
+    pub fn client_key_file(mut self, client_key_file: impl Into<PathBuf>) -> Self {
+        self.client_key_file = Some(client_key_file.into());
+        self
+    }
 }
 
 impl fmt::Debug for TlsOptions {
@@ -97,6 +128,7 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, Error> {
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct GrpcOptions {
     /// Broker addresses, `host:port` or `http(s)://host:port`; connections are spread over
     /// them. Default `["localhost:50051"]`.
@@ -165,6 +197,117 @@ impl Default for GrpcOptions {
             tls: None,
             metrics_prefix: "lax_client".to_owned(),
         }
+    }
+}
+
+// Builder-style setters, as tonic's `Endpoint`: `GrpcOptions` is `#[non_exhaustive]`.
+impl GrpcOptions {
+    /// Sets `broker_addrs`: broker addresses, `host:port` or `http(s)://host:port`; connections are
+    /// spread over them. Default `["localhost:50051"]`.
+    pub fn broker_addrs<I, S>(mut self, broker_addrs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.broker_addrs = broker_addrs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets `connection_pool_size`: number of HTTP/2 connections in the pool. Default 10.
+    pub fn connection_pool_size(mut self, connection_pool_size: usize) -> Self {
+        self.connection_pool_size = connection_pool_size;
+        self
+    }
+
+    /// Sets `mode`: how a single publish travels. Default [`PublishMode::Stream`].
+    pub fn mode(mut self, mode: PublishMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets `connect_timeout`: deadline to establish one connection. Default 5 s.
+    pub fn connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Sets `publish_timeout`: deadline of a publish whose message sets no timeout of its own.
+    /// Default 5 s.
+    pub fn publish_timeout(mut self, publish_timeout: Duration) -> Self {
+        self.publish_timeout = publish_timeout;
+        self
+    }
+
+    /// Sets `call_timeout`: deadline of every call that is not a publish: stream administration,
+    /// consumer groups, settling received messages (the Python SDK's `grpc_timeout`). Default 30 s.
+    pub fn call_timeout(mut self, call_timeout: Duration) -> Self {
+        self.call_timeout = call_timeout;
+        self
+    }
+
+    /// Sets `keep_alive_interval`: interval of HTTP/2 keep-alive pings. Default 10 s.
+    pub fn keep_alive_interval(mut self, keep_alive_interval: Duration) -> Self {
+        self.keep_alive_interval = keep_alive_interval;
+        self
+    }
+
+    /// Sets `keep_alive_timeout`: how long a keep-alive ping may go unanswered before the
+    /// connection counts as broken. Default 5 s.
+    pub fn keep_alive_timeout(mut self, keep_alive_timeout: Duration) -> Self {
+        self.keep_alive_timeout = keep_alive_timeout;
+        self
+    }
+
+    /// Sets `reconnect_initial_backoff`: first delay before re-establishing a broken connection;
+    /// doubles per failed attempt. Default 100 ms.
+    pub fn reconnect_initial_backoff(mut self, reconnect_initial_backoff: Duration) -> Self {
+        self.reconnect_initial_backoff = reconnect_initial_backoff;
+        self
+    }
+
+    /// Sets `reconnect_max_backoff`: longest delay between reconnection attempts. Default 5 s.
+    pub fn reconnect_max_backoff(mut self, reconnect_max_backoff: Duration) -> Self {
+        self.reconnect_max_backoff = reconnect_max_backoff;
+        self
+    }
+
+    /// Sets `close_timeout`: how long `close` waits for the broker to end the publish streams.
+    /// Default 5 s.
+    pub fn close_timeout(mut self, close_timeout: Duration) -> Self {
+        self.close_timeout = close_timeout;
+        self
+    }
+
+    /// Sets `stream_buffer`: publishes queued per connection before `publish` waits for room.
+    /// Default 1024.
+    pub fn stream_buffer(mut self, stream_buffer: usize) -> Self {
+        self.stream_buffer = stream_buffer;
+        self
+    }
+
+    /// Sets `max_payload`: largest payload accepted, in bytes; larger ones fail as invalid input
+    /// before anything is sent. Default 1 MiB (NATS' default `max_payload`).
+    pub fn max_payload(mut self, max_payload: usize) -> Self {
+        self.max_payload = max_payload;
+        self
+    }
+
+    /// Sets `auth_token`: bearer token sent as `authorization: Bearer <token>` on every call.
+    pub fn auth_token(mut self, auth_token: impl Into<String>) -> Self {
+        self.auth_token = Some(auth_token.into());
+        self
+    }
+
+    /// Sets `tls`: TLS settings; `None` for plaintext HTTP/2.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets `metrics_prefix`: prefix of the metric names. Default `lax_client`.
+    pub fn metrics_prefix(mut self, metrics_prefix: impl Into<String>) -> Self {
+        self.metrics_prefix = metrics_prefix.into();
+        self
     }
 }
 

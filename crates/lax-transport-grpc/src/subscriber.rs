@@ -38,6 +38,7 @@ const SETTLE_CALLS_IN_FLIGHT: usize = 4;
 /// What to subscribe to, and the subscriber's flow control, in the broker's terms. Zero (or
 /// `None`) leaves a value to the broker, or in a group, to the group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubscribeSpec {
     /// The subject (or filter) to consume.
     pub subject: String,
@@ -57,6 +58,66 @@ pub struct SubscribeSpec {
     pub flow_control: bool,
     /// Where dead letters go.
     pub dead_letter_subject: Option<String>,
+}
+
+// Builder-style setters, as tonic's `Endpoint`: `SubscribeSpec` is `#[non_exhaustive]`.
+impl SubscribeSpec {
+    /// A spec consuming `subject`, every other value left to the broker (or the group).
+    pub fn new(subject: impl Into<String>) -> Self {
+        SubscribeSpec {
+            subject: subject.into(),
+            ..SubscribeSpec::default()
+        }
+    }
+    /// Sets `consumer_group`: the consumer group to join; none for a consumer of the subscription's
+    /// own.
+    pub fn consumer_group(mut self, consumer_group: impl Into<String>) -> Self {
+        self.consumer_group = Some(consumer_group.into());
+        self
+    }
+
+    /// Sets `start_position`: where a new consumer starts: `new`, `last`, `first` or `sequence:N`.
+    pub fn start_position(mut self, start_position: impl Into<String>) -> Self {
+        self.start_position = start_position.into();
+        self
+    }
+
+    /// Sets `max_inflight`: most messages delivered and not yet settled (the subscriber's credit).
+    pub fn max_inflight(mut self, max_inflight: u32) -> Self {
+        self.max_inflight = max_inflight;
+        self
+    }
+
+    /// Sets `ack_wait`: how long a delivered message may stay unsettled before it is redelivered.
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = Some(ack_wait);
+        self
+    }
+
+    /// Sets `max_deliver`: deliveries before a message is dead-lettered.
+    pub fn max_deliver(mut self, max_deliver: u32) -> Self {
+        self.max_deliver = max_deliver;
+        self
+    }
+
+    /// Sets `prefetch`: messages the broker pulls at a time.
+    pub fn prefetch(mut self, prefetch: u32) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// Sets `flow_control`: kept for the wire; the broker always paces delivery to what the
+    /// subscriber reads.
+    pub fn flow_control(mut self, flow_control: bool) -> Self {
+        self.flow_control = flow_control;
+        self
+    }
+
+    /// Sets `dead_letter_subject`: where dead letters go.
+    pub fn dead_letter_subject(mut self, dead_letter_subject: impl Into<String>) -> Self {
+        self.dead_letter_subject = Some(dead_letter_subject.into());
+        self
+    }
 }
 
 impl SubscribeSpec {

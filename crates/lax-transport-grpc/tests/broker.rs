@@ -94,12 +94,9 @@ async fn ten_thousand_concurrent_publishes_are_each_acked_once() {
     const N: usize = 10_000;
     let env = Env::start().await;
     env.stream("LOAD", &["load.>"]).await;
-    let publisher = GrpcPublisher::connect(GrpcOptions {
-        publish_timeout: Duration::from_secs(60),
-        ..env.options(4)
-    })
-    .await
-    .unwrap();
+    let publisher = GrpcPublisher::connect(env.options(4).publish_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap();
     assert_eq!(publisher.healthy_connections(), 4);
     let requests: Vec<_> = (0..N)
         .map(|i| {
@@ -143,12 +140,12 @@ async fn a_broker_going_away_fails_in_flight_publishes_as_maybe_stored_and_retri
     let mut env = Env::start().await;
     env.stream("KILL", &["kill.>"]).await;
     let publisher = Arc::new(
-        GrpcPublisher::connect(GrpcOptions {
-            publish_timeout: Duration::from_secs(30),
-            reconnect_initial_backoff: Duration::from_millis(50),
-            reconnect_max_backoff: Duration::from_millis(500),
-            ..env.options(2)
-        })
+        GrpcPublisher::connect(
+            env.options(2)
+                .publish_timeout(Duration::from_secs(30))
+                .reconnect_initial_backoff(Duration::from_millis(50))
+                .reconnect_max_backoff(Duration::from_millis(500)),
+        )
         .await
         .unwrap(),
     );

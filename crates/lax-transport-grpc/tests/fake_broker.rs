@@ -16,11 +16,9 @@ use lax_transport_grpc::{
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn options(server: &FakeServer, pool: usize) -> GrpcOptions {
-    GrpcOptions {
-        connection_pool_size: pool,
-        reconnect_initial_backoff: Duration::from_millis(20),
-        ..GrpcOptions::new([server.url()])
-    }
+    GrpcOptions::new([server.url()])
+        .connection_pool_size(pool)
+        .reconnect_initial_backoff(Duration::from_millis(20))
 }
 
 fn request(subject: &str) -> PublishRequest {
@@ -31,13 +29,9 @@ fn request(subject: &str) -> PublishRequest {
 async fn the_bearer_token_reaches_the_broker_on_every_call() {
     let server = FakeServer::start().await;
     for mode in [PublishMode::Stream, PublishMode::Unary] {
-        let publisher = GrpcPublisher::connect(GrpcOptions {
-            auth_token: Some("t0ken".into()),
-            mode,
-            ..options(&server, 2)
-        })
-        .await
-        .unwrap();
+        let publisher = GrpcPublisher::connect(options(&server, 2).auth_token("t0ken").mode(mode))
+            .await
+            .unwrap();
         publisher.publish(request("orders.a")).await.unwrap();
         publisher
             .publish_batch(vec![request("orders.b")])
@@ -171,11 +165,11 @@ async fn a_broken_stream_fails_its_in_flight_publishes_as_maybe_stored_and_is_re
 #[tokio::test]
 async fn without_a_healthy_connection_publishes_fail_fast_and_unsent() {
     let server = FakeServer::start().await;
-    let publisher = GrpcPublisher::connect(GrpcOptions {
-        reconnect_initial_backoff: Duration::from_secs(60),
-        reconnect_max_backoff: Duration::from_secs(60),
-        ..options(&server, 1)
-    })
+    let publisher = GrpcPublisher::connect(
+        options(&server, 1)
+            .reconnect_initial_backoff(Duration::from_secs(60))
+            .reconnect_max_backoff(Duration::from_secs(60)),
+    )
     .await
     .unwrap();
     server.broker.break_streams().await;
@@ -192,12 +186,9 @@ async fn without_a_healthy_connection_publishes_fail_fast_and_unsent() {
 async fn refusals_and_invalid_input() {
     let server = FakeServer::start().await;
     for mode in [PublishMode::Stream, PublishMode::Unary] {
-        let publisher = GrpcPublisher::connect(GrpcOptions {
-            mode,
-            ..options(&server, 1)
-        })
-        .await
-        .unwrap();
+        let publisher = GrpcPublisher::connect(options(&server, 1).mode(mode))
+            .await
+            .unwrap();
         let refused = publisher.publish(request("refused.x")).await.unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::Rejected, "{mode:?}: {refused}");
         assert!(refused.message().contains("no stream for this tier"));
@@ -216,12 +207,9 @@ async fn refusals_and_invalid_input() {
 #[tokio::test]
 async fn unary_mode_publishes_and_times_out() {
     let server = FakeServer::start().await;
-    let publisher = GrpcPublisher::connect(GrpcOptions {
-        mode: PublishMode::Unary,
-        ..options(&server, 2)
-    })
-    .await
-    .unwrap();
+    let publisher = GrpcPublisher::connect(options(&server, 2).mode(PublishMode::Unary))
+        .await
+        .unwrap();
     let request = request("orders.unary").with_message_id("u-1");
     let receipt = publisher.publish(request).await.unwrap();
     assert_eq!(receipt.message_id, "u-1");
@@ -287,11 +275,11 @@ async fn connecting_to_nothing_is_unavailable_and_unsent() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let error = GrpcPublisher::connect(GrpcOptions {
-        connection_pool_size: 2,
-        connect_timeout: Duration::from_secs(2),
-        ..GrpcOptions::new([addr.to_string()])
-    })
+    let error = GrpcPublisher::connect(
+        GrpcOptions::new([addr.to_string()])
+            .connection_pool_size(2)
+            .connect_timeout(Duration::from_secs(2)),
+    )
     .await
     .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");

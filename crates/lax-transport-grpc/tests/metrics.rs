@@ -35,12 +35,12 @@ async fn connections_gauge_and_error_counter_follow_the_pool() {
         .expect("the only recorder of this binary");
 
     let server = FakeServer::start().await;
-    let publisher = GrpcPublisher::connect(GrpcOptions {
-        connection_pool_size: 3,
-        metrics_prefix: "test".into(),
-        reconnect_initial_backoff: Duration::from_millis(20),
-        ..GrpcOptions::new([server.url()])
-    })
+    let publisher = GrpcPublisher::connect(
+        GrpcOptions::new([server.url()])
+            .connection_pool_size(3)
+            .metrics_prefix("test")
+            .reconnect_initial_backoff(Duration::from_millis(20)),
+    )
     .await
     .unwrap();
     assert_eq!(gauge(&handle), 3.0);

@@ -37,21 +37,20 @@ impl SecureBroker {
 
     /// Options trusting the test CA, verifying the certificate as `localhost`, with `token`.
     fn options(&self, mode: PublishMode, token: Option<&str>) -> GrpcOptions {
-        GrpcOptions {
-            mode,
-            connection_pool_size: 2,
-            connect_timeout: Duration::from_secs(5),
-            auth_token: token.map(str::to_owned),
-            tls: Some(TlsOptions {
-                ca_file: Some(self.pki.ca_cert().to_owned()),
-                domain: Some("localhost".into()),
-                ..Default::default()
-            }),
-            ..GrpcOptions::new([format!(
-                "https://127.0.0.1:{}",
-                self.broker.grpc_addr().port()
-            )])
-        }
+        let mut options = GrpcOptions::new([format!(
+            "https://127.0.0.1:{}",
+            self.broker.grpc_addr().port()
+        )])
+        .mode(mode)
+        .connection_pool_size(2)
+        .connect_timeout(Duration::from_secs(5))
+        .tls(
+            TlsOptions::default()
+                .ca_file(self.pki.ca_cert())
+                .domain("localhost"),
+        );
+        options.auth_token = token.map(str::to_owned);
+        options
     }
 
     async fn stop(self) {
@@ -121,21 +120,16 @@ async fn a_broker_signed_by_an_unknown_ca_or_a_plaintext_client_gets_nowhere() {
     let env = SecureBroker::start(false).await;
     let stranger = TestPki::generate().expect("another CA");
     let mut untrusting = env.options(PublishMode::Unary, Some(TOKEN));
-    untrusting.tls = Some(TlsOptions {
-        ca_file: Some(stranger.ca_cert().to_owned()),
-        ..Default::default()
-    });
+    untrusting.tls = Some(TlsOptions::default().ca_file(stranger.ca_cert().to_owned()));
     let error = connect_and_publish(untrusting)
         .await
         .expect_err("the broker's certificate is not trusted");
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
 
-    let plaintext = GrpcOptions {
-        mode: PublishMode::Unary,
-        auth_token: Some(TOKEN.into()),
-        connect_timeout: Duration::from_secs(5),
-        ..GrpcOptions::new([format!("http://{}", env.broker.grpc_addr())])
-    };
+    let plaintext = GrpcOptions::new([format!("http://{}", env.broker.grpc_addr())])
+        .mode(PublishMode::Unary)
+        .auth_token(TOKEN)
+        .connect_timeout(Duration::from_secs(5));
     let error = connect_and_publish(plaintext)
         .await
         .expect_err("a plaintext client cannot talk to a TLS broker");

@@ -22,10 +22,7 @@ async fn main() -> Result<(), lax_core::Error> {
         .nth(1)
         .or_else(|| std::env::var("NATS_URL").ok())
         .unwrap_or_else(|| NatsOptions::DEFAULT_URL.to_owned());
-    let options = NatsOptions {
-        client_name: Some("lax-direct-example".into()),
-        ..NatsOptions::new([url])
-    };
+    let options = NatsOptions::new([url]).client_name("lax-direct-example");
     let publisher = NatsPublisher::connect(options).await?;
     println!("connected: {publisher:?}");
 

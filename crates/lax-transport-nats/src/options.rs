@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct NatsOptions {
     /// Servers to connect to; the client picks one and fails over to the others.
     pub nats_urls: Vec<String>,
@@ -208,6 +209,99 @@ impl Default for NatsOptions {
     }
 }
 
+// Builder-style setters, as tonic's `Endpoint`: `NatsOptions` is `#[non_exhaustive]`.
+impl NatsOptions {
+    /// Sets `nats_urls`: servers to connect to; the client picks one and fails over to the others.
+    pub fn nats_urls<I, S>(mut self, nats_urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.nats_urls = nats_urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets `connect_timeout`: how long establishing one connection (TCP, TLS, handshake) may take.
+    pub fn connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Sets `reconnect`: what happens after the connection breaks.
+    pub fn reconnect(mut self, reconnect: ReconnectPolicy) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// Sets `client_name`: the connection name the server shows in its monitoring endpoints.
+    pub fn client_name(mut self, client_name: impl Into<String>) -> Self {
+        self.client_name = Some(client_name.into());
+        self
+    }
+
+    /// Sets `auth`: credentials; none by default.
+    pub fn auth(mut self, auth: NatsAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Sets `tls`: TLS settings; when `None`, TLS is used only if the server requires it, trusting
+    /// the system's roots.
+    pub fn tls(mut self, tls: NatsTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets `ping_interval`: how often the client pings the server when nothing arrives from it.
+    /// The connection is declared dead when a third ping is due with two still unanswered
+    /// (async-nats allows two outstanding pings and does not make that configurable), so a peer
+    /// that goes silent without closing the connection is detected after at most **3 ×
+    /// `ping_interval`** of silence: 9 s with the default of 3 s.
+    pub fn ping_interval(mut self, ping_interval: Duration) -> Self {
+        self.ping_interval = ping_interval;
+        self
+    }
+
+    /// Sets `reconnect_buffer_messages`: most messages queued for the connection at once. While
+    /// connected this is back-pressure (a publish waits for room); while disconnected it bounds the
+    /// reconnect buffer, and a publish that finds it full fails with
+    /// [`ErrorKind::Unavailable`](lax_core::ErrorKind::Unavailable).
+    pub fn reconnect_buffer_messages(mut self, reconnect_buffer_messages: usize) -> Self {
+        self.reconnect_buffer_messages = reconnect_buffer_messages;
+        self
+    }
+
+    /// Sets `reconnect_buffer_bytes`: most bytes (subject, headers and payload) accepted while
+    /// disconnected; publishes beyond it fail with
+    /// [`ErrorKind::Unavailable`](lax_core::ErrorKind::Unavailable). `0` refuses every publish
+    /// while disconnected.
+    pub fn reconnect_buffer_bytes(mut self, reconnect_buffer_bytes: usize) -> Self {
+        self.reconnect_buffer_bytes = reconnect_buffer_bytes;
+        self
+    }
+
+    /// Sets `subscription_capacity`: messages a [`DirectSubscription`](crate::DirectSubscription)
+    /// holds before the server side drops them as a slow consumer.
+    pub fn subscription_capacity(mut self, subscription_capacity: usize) -> Self {
+        self.subscription_capacity = subscription_capacity;
+        self
+    }
+
+    /// Sets `flush_timeout`: deadline of [`flush`](lax_core::Publisher::flush), of the flush and
+    /// drain in [`close`](lax_core::Publisher::close), and of the subscription round trip.
+    pub fn flush_timeout(mut self, flush_timeout: Duration) -> Self {
+        self.flush_timeout = flush_timeout;
+        self
+    }
+
+    /// Sets `metrics_prefix`: prefix of the metric names (`{prefix}_nats_connections`,
+    /// `{prefix}_connection_errors_total`).
+    pub fn metrics_prefix(mut self, metrics_prefix: impl Into<String>) -> Self {
+        self.metrics_prefix = metrics_prefix.into();
+        self
+    }
+}
+
 impl fmt::Debug for NatsOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Spelled out so that secrets go through `NatsAuth`'s redacting Debug.
@@ -249,6 +343,7 @@ fn validate_metrics_prefix(prefix: &str) -> Result<(), Error> {
 /// The count restarts after every successful connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ReconnectPolicy {
     /// Connection attempts in a row (each server tried counts as one) before the client
     /// gives up and closes; `None` (the default) never gives up.
@@ -311,12 +406,41 @@ impl Default for ReconnectPolicy {
     }
 }
 
+// Builder-style setters, as tonic's `Endpoint`: `ReconnectPolicy` is `#[non_exhaustive]`.
+impl ReconnectPolicy {
+    /// Sets `max_attempts`: connection attempts in a row (each server tried counts as one) before
+    /// the client gives up and closes; `None` (the default) never gives up.
+    pub fn max_attempts(mut self, max_attempts: usize) -> Self {
+        self.max_attempts = Some(max_attempts);
+        self
+    }
+
+    /// Sets `initial_delay`: delay before the second attempt.
+    pub fn initial_delay(mut self, initial_delay: Duration) -> Self {
+        self.initial_delay = initial_delay;
+        self
+    }
+
+    /// Sets `max_delay`: longest delay between attempts.
+    pub fn max_delay(mut self, max_delay: Duration) -> Self {
+        self.max_delay = max_delay;
+        self
+    }
+
+    /// Sets `jitter`: upper bound of the random delay added to each wait.
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+}
+
 /// Credentials for the NATS server. At most one method may be set; `user` and `password` go
 /// together.
 ///
 /// `Debug` shows which method is set, never the secret.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct NatsAuth {
     /// Token authentication.
     pub token: Option<String>,
@@ -447,6 +571,7 @@ impl fmt::Debug for NatsAuth {
 /// TLS settings for the NATS connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct NatsTls {
     /// PEM file of the CA that signed the server's certificate; the system's roots when unset.
     pub ca_file: Option<PathBuf>,
@@ -456,6 +581,34 @@ pub struct NatsTls {
     pub key_file: Option<PathBuf>,
     /// Refuse servers that do not offer TLS.
     pub required: bool,
+}
+
+// Builder-style setters, as tonic's `Endpoint`: `NatsTls` is `#[non_exhaustive]`.
+impl NatsTls {
+    /// Sets `ca_file`: PEM file of the CA that signed the server's certificate; the system's roots
+    /// when unset.
+    pub fn ca_file(mut self, ca_file: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(ca_file.into());
+        self
+    }
+
+    /// Sets `cert_file`: PEM client certificate, for mutual TLS (with `key_file`).
+    pub fn cert_file(mut self, cert_file: impl Into<PathBuf>) -> Self {
+        self.cert_file = Some(cert_file.into());
+        self
+    }
+
+    /// Sets `key_file`: PEM client key, for mutual TLS (with `cert_file`).
+    pub fn key_file(mut self, key_file: impl Into<PathBuf>) -> Self {
+        self.key_file = Some(key_file.into());
+        self
+    }
+
+    /// Sets `required`: refuse servers that do not offer TLS.
+    pub fn required(mut self, required: bool) -> Self {
+        self.required = required;
+        self
+    }
 }
 
 impl NatsTls {

@@ -42,12 +42,10 @@ const SIZED_OVERHEAD: usize = 9 + 32;
 async fn publishes_during_a_restart_are_buffered_up_to_the_bound_then_delivered() {
     const BUFFERED: usize = 16;
     let mut server = server().await;
-    let publisher = NatsPublisher::connect(NatsOptions {
-        reconnect_buffer_messages: BUFFERED,
-        ..options(server.url())
-    })
-    .await
-    .expect("connect");
+    let publisher =
+        NatsPublisher::connect(options(server.url()).reconnect_buffer_messages(BUFFERED))
+            .await
+            .expect("connect");
     let mut events = publisher.events();
     // On this connection: async-nats re-subscribes before sending what it buffered.
     let mut subscription = publisher
@@ -126,12 +124,9 @@ async fn the_reconnect_buffer_is_bounded_in_bytes_too() {
     const PAYLOAD: usize = 100;
     const BUDGET: usize = 10 * (PAYLOAD + SIZED_OVERHEAD) + 50;
     let mut server = server().await;
-    let publisher = NatsPublisher::connect(NatsOptions {
-        reconnect_buffer_bytes: BUDGET,
-        ..options(server.url())
-    })
-    .await
-    .expect("connect");
+    let publisher = NatsPublisher::connect(options(server.url()).reconnect_buffer_bytes(BUDGET))
+        .await
+        .expect("connect");
     server.stop().await.expect("stop");
     wait_for_state(&publisher, ConnectionState::Disconnected).await;
     let mut accepted = 0;
@@ -164,12 +159,10 @@ async fn the_reconnect_buffer_is_bounded_in_bytes_too() {
 #[tokio::test]
 async fn flush_times_out_while_disconnected_instead_of_hanging() {
     let mut server = server().await;
-    let publisher = NatsPublisher::connect(NatsOptions {
-        flush_timeout: Duration::from_millis(300),
-        ..options(server.url())
-    })
-    .await
-    .expect("connect");
+    let publisher =
+        NatsPublisher::connect(options(server.url()).flush_timeout(Duration::from_millis(300)))
+            .await
+            .expect("connect");
     publisher.flush().await.expect("flush while connected");
     server.stop().await.expect("stop");
     wait_for_state(&publisher, ConnectionState::Disconnected).await;
@@ -299,11 +292,11 @@ async fn a_silently_stalled_connection_is_detected_by_pings() {
     let upstream: SocketAddr = format!("127.0.0.1:{}", server.port()).parse().unwrap();
     let proxy = StallingProxy::start(upstream).await;
     let ping_interval = Duration::from_millis(400);
-    let publisher = NatsPublisher::connect(NatsOptions {
-        ping_interval,
-        connect_timeout: Duration::from_millis(500),
-        ..options(proxy.url())
-    })
+    let publisher = NatsPublisher::connect(
+        options(proxy.url())
+            .ping_interval(ping_interval)
+            .connect_timeout(Duration::from_millis(500)),
+    )
     .await
     .expect("connect through the proxy");
     // Prove the path works, then cut it without closing anything.
@@ -311,11 +304,9 @@ async fn a_silently_stalled_connection_is_detected_by_pings() {
         .subscribe("stall.>", None)
         .await
         .expect("round trip through the proxy");
-    let detection = NatsOptions {
-        ping_interval,
-        ..Default::default()
-    }
-    .stall_detection_time();
+    let detection = NatsOptions::default()
+        .ping_interval(ping_interval)
+        .stall_detection_time();
     assert_eq!(detection, Duration::from_millis(1200));
 
     proxy.stall.send_replace(true);

@@ -52,10 +52,7 @@ async fn refused(options: NatsOptions) -> lax_core::Error {
 #[tokio::test]
 async fn user_and_password() {
     let server = server_with(["--user", "alice", "--pass", "s3cret"]).await;
-    let with = |auth: NatsAuth| NatsOptions {
-        auth,
-        ..options(server.url())
-    };
+    let with = |auth: NatsAuth| options(server.url()).auth(auth);
     publish_round_trip(with(NatsAuth::user_password("alice", "s3cret"))).await;
 
     let error = refused(with(NatsAuth::user_password("alice", "wrong"))).await;
@@ -77,10 +74,7 @@ async fn user_and_password() {
 #[tokio::test]
 async fn token() {
     let server = server_with(["--auth", "t0ken-abc"]).await;
-    let with = |auth: NatsAuth| NatsOptions {
-        auth,
-        ..options(server.url())
-    };
+    let with = |auth: NatsAuth| options(server.url()).auth(auth);
     publish_round_trip(with(NatsAuth::token("t0ken-abc"))).await;
     let error = refused(with(NatsAuth::token("not-it"))).await;
     assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
@@ -103,18 +97,10 @@ async fn nkey() {
         .await
         .expect("nats-server starts");
     let seed = user.seed().expect("user seed");
-    publish_round_trip(NatsOptions {
-        auth: NatsAuth::nkey_seed(seed),
-        ..options(server.url())
-    })
-    .await;
+    publish_round_trip(options(server.url()).auth(NatsAuth::nkey_seed(seed))).await;
 
     let stranger = nkeys::KeyPair::new_user().seed().expect("another seed");
-    let error = refused(NatsOptions {
-        auth: NatsAuth::nkey_seed(stranger),
-        ..options(server.url())
-    })
-    .await;
+    let error = refused(options(server.url()).auth(NatsAuth::nkey_seed(stranger))).await;
     assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
 }
 
@@ -129,12 +115,10 @@ async fn a_permission_violation_is_reported_as_an_event_and_the_connection_stays
         .start()
         .await
         .expect("nats-server starts");
-    let publisher = NatsPublisher::connect(NatsOptions {
-        auth: NatsAuth::user_password("app", "pw"),
-        ..options(server.url())
-    })
-    .await
-    .expect("connect");
+    let publisher =
+        NatsPublisher::connect(options(server.url()).auth(NatsAuth::user_password("app", "pw")))
+            .await
+            .expect("connect");
     let mut events = publisher.events();
     // Core NATS does not answer a publish: the refusal arrives later, as an event.
     publisher
@@ -179,11 +163,7 @@ async fn tls_with_a_custom_ca() {
     let args = pki.nats_server_args(false);
     let server = server_with(args).await;
 
-    publish_round_trip(NatsOptions {
-        tls: Some(NatsTls::with_ca(pki.ca_cert())),
-        ..options(server.url())
-    })
-    .await;
+    publish_round_trip(options(server.url()).tls(NatsTls::with_ca(pki.ca_cert()))).await;
 
     // The system roots do not know the test CA.
     let error = refused(options(server.url())).await;
@@ -195,11 +175,7 @@ async fn tls_with_a_custom_ca() {
 async fn requiring_tls_refuses_a_plain_server() {
     let pki = TestPki::generate().expect("test certificates");
     let server = server_with(Vec::<String>::new()).await;
-    let error = refused(NatsOptions {
-        tls: Some(NatsTls::with_ca(pki.ca_cert())),
-        ..options(server.url())
-    })
-    .await;
+    let error = refused(options(server.url()).tls(NatsTls::with_ca(pki.ca_cert()))).await;
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
     assert!(error.message().contains("TLS"), "{error}");
 }
@@ -210,18 +186,11 @@ async fn mutual_tls_with_a_client_certificate() {
     let args = pki.nats_server_args(true);
     let server = server_with(args).await;
 
-    publish_round_trip(NatsOptions {
-        tls: Some(
-            NatsTls::with_ca(pki.ca_cert()).with_client_cert(pki.client_cert(), pki.client_key()),
-        ),
-        ..options(server.url())
-    })
+    publish_round_trip(options(server.url()).tls(
+        NatsTls::with_ca(pki.ca_cert()).with_client_cert(pki.client_cert(), pki.client_key()),
+    ))
     .await;
 
-    let error = refused(NatsOptions {
-        tls: Some(NatsTls::with_ca(pki.ca_cert())),
-        ..options(server.url())
-    })
-    .await;
+    let error = refused(options(server.url()).tls(NatsTls::with_ca(pki.ca_cert()))).await;
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
 }

@@ -136,11 +136,8 @@ async fn receive_through_broker(
     args: &SubArgs,
     options: &ClientOptions,
 ) -> Result<(), Failure> {
-    let subscribe_options = SubscribeOptions {
-        consumer_group: args.group.clone(),
-        ..SubscribeOptions::default()
-    }
-    .start(args.start);
+    let mut subscribe_options = SubscribeOptions::default().start(args.start);
+    subscribe_options.consumer_group.clone_from(&args.group);
     let subscription = client
         .subscribe(&args.subject, subscribe_options)
         .await

@@ -38,10 +38,7 @@ impl Env {
 
     /// Client options for this broker.
     pub(crate) fn options(&self, pool: usize) -> GrpcOptions {
-        GrpcOptions {
-            connection_pool_size: pool,
-            ..GrpcOptions::new([format!("http://{}", self.grpc_addr)])
-        }
+        GrpcOptions::new([format!("http://{}", self.grpc_addr)]).connection_pool_size(pool)
     }
 
     /// Creates a file-storage stream capturing `subjects`.

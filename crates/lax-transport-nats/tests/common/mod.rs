@@ -20,16 +20,14 @@ pub(crate) async fn server() -> NatsServer {
 
 /// Options for `url` with quick reconnects, so tests do not wait on back-off.
 pub(crate) fn options(url: impl Into<String>) -> NatsOptions {
-    NatsOptions {
-        reconnect: ReconnectPolicy {
-            initial_delay: Duration::from_millis(50),
-            max_delay: Duration::from_millis(250),
-            jitter: Duration::ZERO,
-            ..Default::default()
-        },
-        connect_timeout: Duration::from_secs(2),
-        ..NatsOptions::new([url.into()])
-    }
+    NatsOptions::new([url.into()])
+        .reconnect(
+            ReconnectPolicy::default()
+                .initial_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(250))
+                .jitter(Duration::ZERO),
+        )
+        .connect_timeout(Duration::from_secs(2))
 }
 
 /// Waits until the publisher reports `want`, failing the test after `DEADLINE`.
