@@ -201,7 +201,7 @@ impl NatsServerBuilder {
     ///
     /// # Errors
     ///
-    /// [`TestkitError::BinaryNotFound`] without a binary; [`TestkitError::Startup`] (with the
+    /// [`TestkitError::Locate`] without a binary; [`TestkitError::Startup`] (with the
     /// log's last lines) when the server exits or is not ready in time.
     pub async fn start(self) -> Result<NatsServer, TestkitError> {
         let binary = self.resolved_binary()?;
