@@ -24,7 +24,7 @@ use crate::{
 const MAX_REPLICAS: u32 = 5;
 
 /// A subject filter (of a stream or a consumer group), checked like the broker checks it.
-pub(crate) fn check_filter(subject: &str) -> Result<(), Error> {
+fn check_filter(subject: &str) -> Result<(), Error> {
     validate_filter_subject(subject, Limits::DEFAULT_MAX_SUBJECT_LEN)
 }
 
