@@ -1,6 +1,6 @@
-//! axum integration (feature `axum`): [`LaxClient`](crate::LaxClient) as router state, LAX
-//! errors as HTTP responses, a `/metrics` handler, and [`continue_trace`], which carries an
-//! incoming request's W3C trace into what its handler publishes.
+//! axum integration (feature `axum`): [`LaxClient`] as router state, LAX errors as HTTP
+//! responses, a `/metrics` handler, and [`continue_trace`], which carries an incoming
+//! request's W3C trace into what its handler publishes.
 //!
 //! ```no_run
 //! use axum::{Json, Router, extract::State, routing::{get, post}};
