@@ -276,6 +276,15 @@ async fn through_the_broker(capture: &Capture, id: &str) -> [Recorded; 3] {
     [stored, deliver, process]
 }
 
+/// The wire options of a persistent publish that waits for its ack.
+fn persistent_with_ack() -> Option<proto::PublishOptions> {
+    Some(proto::PublishOptions {
+        tier: "persistent".into(),
+        require_ack: true,
+        ..Default::default()
+    })
+}
+
 async fn next(receiver: &mut mpsc::UnboundedReceiver<ReceivedMessage>) -> ReceivedMessage {
     tokio::time::timeout(DEADLINE, receiver.recv())
         .await
@@ -408,11 +417,7 @@ async fn a_message_published_without_context_gets_a_root_span_at_the_broker() {
                 subject: "untraced.orders".into(),
                 payload: payload.into(),
                 trace_id: trace_id.into(),
-                options: Some(proto::PublishOptions {
-                    tier: "persistent".into(),
-                    require_ack: true,
-                    ..Default::default()
-                }),
+                options: persistent_with_ack(),
                 ..Default::default()
             })
             .await
@@ -519,11 +524,7 @@ async fn a_given_traceparent_is_continued_and_a_malformed_one_refused() {
         .publish(proto::PublishRequest {
             subject: "given.orders".into(),
             headers: [("traceparent".to_owned(), "garbage".to_owned())].into(),
-            options: Some(proto::PublishOptions {
-                tier: "persistent".into(),
-                require_ack: true,
-                ..Default::default()
-            }),
+            options: persistent_with_ack(),
             ..Default::default()
         })
         .await
