@@ -40,6 +40,8 @@
 //! # Ok::<(), lax_core::trace::InvalidTraceParent>(())
 //! ```
 
+#[cfg(test)]
+pub(crate) mod capture;
 mod error;
 mod parent;
 

@@ -1,12 +1,4 @@
-use std::sync::{Arc, Mutex};
-
-use tracing::{
-    Subscriber,
-    field::{Field, Visit},
-    span,
-};
-
-use super::*;
+use super::{capture::Capture, *};
 
 const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -170,42 +162,6 @@ async fn the_current_context_is_the_scopes() {
     assert_eq!(seen, Some(context));
 }
 
-/// Field name and value, as recorded.
-type Fields = Vec<(String, String)>;
-
-/// The fields each span recorded, in the order the spans were made.
-#[derive(Default, Clone)]
-struct Recorded(Arc<Mutex<Vec<Fields>>>);
-
-impl Visit for Recorded {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .lock()
-            .unwrap()
-            .last_mut()
-            .unwrap()
-            .push((field.name().to_owned(), format!("{value:?}")));
-    }
-}
-
-impl Subscriber for Recorded {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
-        let mut spans = self.0.lock().unwrap();
-        spans.push(Vec::new());
-        span::Id::from_u64(spans.len() as u64)
-    }
-    fn record(&self, _: &span::Id, values: &span::Record<'_>) {
-        values.record(&mut self.clone());
-    }
-    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
-    fn event(&self, _: &tracing::Event<'_>) {}
-    fn enter(&self, _: &span::Id) {}
-    fn exit(&self, _: &span::Id) {}
-}
-
 fn test_span() -> Span {
     tracing::info_span!(
         "test",
@@ -218,35 +174,37 @@ fn test_span() -> Span {
 
 #[test]
 fn identify_records_the_ids_of_an_enabled_span() {
-    let recorded = Recorded::default();
+    let capture = Capture::default();
     let parent = TraceContext::new_root();
-    let context = tracing::subscriber::with_default(recorded.clone(), || {
-        identify(&test_span(), Some(parent.clone())).unwrap()
+    let (context, root) = tracing::subscriber::with_default(capture.clone(), || {
+        (
+            identify(&test_span(), Some(parent.clone())).unwrap(),
+            identify(&test_span(), None).unwrap(),
+        )
     });
     assert_eq!(context.parent.trace_id, parent.parent.trace_id);
-    let fields = recorded.0.lock().unwrap()[0].clone();
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("{name} in {fields:?}"))
-    };
-    assert_eq!(field("trace_id"), parent.parent.trace_id.to_string());
-    assert_eq!(field("span_id"), context.parent.parent_id.to_string());
-    assert_eq!(field("parent_span_id"), parent.parent.parent_id.to_string());
-
-    // Without a parent, a new trace with no parent span id.
-    let root = tracing::subscriber::with_default(recorded.clone(), || {
-        identify(&test_span(), None).unwrap()
-    });
-    let fields = recorded.0.lock().unwrap()[1].clone();
-    assert!(
-        fields
-            .iter()
-            .any(|(n, v)| n == "trace_id" && *v == root.parent.trace_id.to_string())
+    let captured = capture.captured();
+    let child = &captured.spans[0];
+    let id = |value: &dyn std::fmt::Display| Some(value.to_string());
+    assert_eq!(
+        child.field("trace_id").map(str::to_owned),
+        id(&parent.parent.trace_id)
     );
-    assert!(!fields.iter().any(|(n, _)| n == "parent_span_id"));
+    assert_eq!(
+        child.field("span_id").map(str::to_owned),
+        id(&context.parent.parent_id)
+    );
+    assert_eq!(
+        child.field("parent_span_id").map(str::to_owned),
+        id(&parent.parent.parent_id)
+    );
+    // Without a parent: a new trace, no parent span id.
+    let first = &captured.spans[1];
+    assert_eq!(
+        first.field("trace_id").map(str::to_owned),
+        id(&root.parent.trace_id)
+    );
+    assert_eq!(first.field("parent_span_id"), None);
 }
 
 #[test]
@@ -258,20 +216,18 @@ fn a_disabled_span_passes_the_context_through() {
 
 #[test]
 fn a_malformed_received_context_starts_a_new_trace_and_is_recorded() {
-    let recorded = Recorded::default();
+    let capture = Capture::default();
     let headers = Headers::from([(TRACEPARENT_HEADER, "garbage")]);
-    let context = tracing::subscriber::with_default(recorded.clone(), || {
+    let context = tracing::subscriber::with_default(capture.clone(), || {
         let span = test_span();
         let parent = received(&span, &headers);
         assert_eq!(parent, None);
         identify(&span, parent)
     });
     assert!(context.is_some(), "a root context");
-    let fields = recorded.0.lock().unwrap()[0].clone();
-    assert!(
-        fields
-            .iter()
-            .any(|(n, v)| n == "invalid_traceparent" && v.contains("wrong length")),
-        "{fields:?}"
-    );
+    let captured = capture.captured();
+    let invalid = captured.spans[0]
+        .field("invalid_traceparent")
+        .unwrap_or_default();
+    assert!(invalid.contains("wrong length"), "{invalid}");
 }
