@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use async_nats::jetstream;
 use lax_broker::{Broker, BrokerConfig, RunningBroker};
-use lax_client::ClientOptions;
+use lax_client::{ClientOptions, LaxClient, Tier, admin::StreamConfig};
 use lax_testkit::NatsServer;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
@@ -83,6 +83,16 @@ impl Env {
         assert!(self.broker.is_none(), "stop the broker first");
         self.broker = Some(start_broker(&self.nats.url(), self.broker_addr).await);
     }
+}
+
+/// Creates the persistent stream `name` on `subject` through the broker.
+pub(crate) async fn create_stream(client: &LaxClient, name: &str, subject: &str) {
+    client
+        .admin()
+        .unwrap()
+        .create_stream(name, StreamConfig::new([subject]).tier(Tier::Persistent))
+        .await
+        .expect("stream created");
 }
 
 async fn start_broker(nats_url: &str, listen: SocketAddr) -> RunningBroker {
