@@ -60,6 +60,7 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
+mod count;
 mod discovery;
 mod error;
 mod jetstream;
@@ -72,6 +73,7 @@ mod tls;
 mod wait;
 
 pub use cluster::{NatsCluster, NatsClusterBuilder};
+pub use count::{Counts, stored_ids};
 pub use discovery::{
     BinaryLocator, ENV_NATS_SERVER, ENV_TOOLS_DIR, SETUP_COMMAND, default_tools_dir,
     nats_server_binary, workspace_root,
