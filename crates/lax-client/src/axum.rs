@@ -1,4 +1,4 @@
-//! axum integration (feature `axum`): [`LaxClient`](crate::LaxClient) as router state, LAX
+//! axum integration (feature `axum`): [`LaxClient`] as router state, LAX
 //! errors as HTTP responses, and a `/metrics` handler.
 //!
 //! ```no_run

@@ -91,7 +91,7 @@ impl NatsClusterBuilder {
     ///
     /// # Errors
     ///
-    /// [`TestkitError::BinaryNotFound`] without a binary; [`TestkitError::Startup`], with the
+    /// [`TestkitError::Locate`] without a binary; [`TestkitError::Startup`], with the
     /// last lines of every node's log, when a node exits or the cluster is not ready in time.
     ///
     /// # Panics

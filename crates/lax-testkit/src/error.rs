@@ -2,7 +2,7 @@
 
 use std::{error::Error as StdError, fmt, io, path::PathBuf, time::Duration};
 
-use crate::discovery::{ENV_NATS_SERVER, SETUP_COMMAND};
+use lax_nats_server::{HttpError, LocateError};
 
 /// Everything that can go wrong while finding, starting, probing or stopping a `nats-server`.
 ///
@@ -11,16 +11,8 @@ use crate::discovery::{ENV_NATS_SERVER, SETUP_COMMAND};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum TestkitError {
-    /// No `nats-server` binary was found in any of the places searched.
-    BinaryNotFound {
-        /// The places looked at, in order, as readable descriptions.
-        searched: Vec<String>,
-    },
-    /// `LAX_NATS_SERVER` is set but does not name an executable file.
-    InvalidOverride {
-        /// The value of `LAX_NATS_SERVER`.
-        path: PathBuf,
-    },
+    /// No `nats-server` binary could be chosen (none found, or `LAX_NATS_SERVER` is wrong).
+    Locate(LocateError),
     /// An operating-system call failed.
     Io {
         /// What the testkit was doing.
@@ -116,24 +108,25 @@ impl TestkitError {
     }
 }
 
+impl From<LocateError> for TestkitError {
+    fn from(e: LocateError) -> Self {
+        Self::Locate(e)
+    }
+}
+
+impl From<HttpError> for TestkitError {
+    fn from(e: HttpError) -> Self {
+        Self::Http {
+            url: e.url,
+            message: e.message,
+        }
+    }
+}
+
 impl fmt::Display for TestkitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BinaryNotFound { searched } => {
-                write!(
-                    f,
-                    "no nats-server binary found (searched: {}). Run `{SETUP_COMMAND}` to \
-                     install one into the workspace's .tools/bin (`cargo xtask test` installs it \
-                     too), or set {ENV_NATS_SERVER} to the path of a nats-server binary",
-                    searched.join("; ")
-                )
-            }
-            Self::InvalidOverride { path } => write!(
-                f,
-                "{ENV_NATS_SERVER}={} is not an executable file. Point it at a nats-server \
-                 binary, or unset it and run `{SETUP_COMMAND}`",
-                path.display()
-            ),
+            Self::Locate(e) => write!(f, "{e}"),
             Self::Io { context, source } => write!(f, "{context}: {source}"),
             Self::Startup {
                 message,
@@ -174,6 +167,7 @@ impl fmt::Display for TestkitError {
 impl StdError for TestkitError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
+            Self::Locate(e) => Some(e),
             Self::Io { source, .. } => Some(source),
             Self::Json { source, .. } => Some(source),
             Self::Nats { source, .. } | Self::Certificate { source, .. } => Some(source.as_ref()),

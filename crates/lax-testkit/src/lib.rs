@@ -61,12 +61,10 @@
 
 mod cluster;
 mod count;
-mod discovery;
 mod error;
 mod jetstream;
 pub mod monitor;
 mod ports;
-mod process;
 mod server;
 #[cfg(feature = "tls")]
 mod tls;
@@ -74,16 +72,15 @@ mod wait;
 
 pub use cluster::{NatsCluster, NatsClusterBuilder};
 pub use count::{Counts, stored_ids};
-pub use discovery::{
-    BinaryLocator, ENV_NATS_SERVER, ENV_TOOLS_DIR, SETUP_COMMAND, default_tools_dir,
-    nats_server_binary, workspace_root,
-};
 pub use error::TestkitError;
 pub use jetstream::{
     create_stream_with_retry, is_transient_create_error, is_transient_publish_error,
     publish_with_retry,
 };
-pub use process::{Watchdog, tail as log_tail};
+pub use lax_nats_server::{
+    BinaryLocator, ENV_NATS_SERVER, ENV_TOOLS_DIR, LocateError, SETUP_COMMAND, Watchdog,
+    default_tools_dir, log_tail, nats_server_binary, workspace_root,
+};
 pub use server::{
     DEFAULT_STARTUP_TIMEOUT, DEFAULT_STOP_TIMEOUT, MonitorStreamState, NatsServer,
     NatsServerBuilder,

@@ -4,18 +4,18 @@ use std::{
     fmt::Write as _,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use nix::sys::signal::Signal;
+use lax_nats_server::{
+    NotReady, ProcessGroup, Readiness, ServerProcess, log_tail as tail, nats_server_binary,
+};
 use tempfile::TempDir;
 
 use crate::{
     TestkitError,
-    discovery::nats_server_binary,
     monitor::{self, DEFAULT_HTTP_TIMEOUT},
     ports::free_ports,
-    process::{ServerProcess, tail},
 };
 
 /// How long a server (or cluster) may take to become ready, unless configured otherwise.
@@ -191,7 +191,7 @@ impl NatsServerBuilder {
     pub(crate) fn resolved_binary(&self) -> Result<PathBuf, TestkitError> {
         match &self.binary {
             Some(path) => Ok(path.clone()),
-            None => nats_server_binary(),
+            None => Ok(nats_server_binary()?),
         }
     }
 
@@ -201,7 +201,7 @@ impl NatsServerBuilder {
     ///
     /// # Errors
     ///
-    /// [`TestkitError::BinaryNotFound`] without a binary; [`TestkitError::Startup`] (with the
+    /// [`TestkitError::Locate`] without a binary; [`TestkitError::Startup`] (with the
     /// log's last lines) when the server exits or is not ready in time.
     pub async fn start(self) -> Result<NatsServer, TestkitError> {
         let binary = self.resolved_binary()?;
@@ -338,11 +338,15 @@ impl NatsServer {
     fn spawn_process(&mut self) -> Result<(), TestkitError> {
         let args = self.args();
         tracing::debug!(binary = %self.spec.binary.display(), ?args, "starting nats-server");
-        let process =
-            ServerProcess::spawn(&self.spec.binary, &args, &self.log_path(), self.dir.path())
-                .map_err(|e| {
-                    TestkitError::io(format!("spawning {}", self.spec.binary.display()), e)
-                })?;
+        // The test's process group, so that Ctrl-C and nextest's timeouts reach the server.
+        let process = ServerProcess::spawn(
+            &self.spec.binary,
+            &args,
+            &self.log_path(),
+            ProcessGroup::Inherit,
+            Some(self.dir.path()),
+        )
+        .map_err(|e| TestkitError::io(format!("spawning {}", self.spec.binary.display()), e))?;
         self.process = Some(process);
         Ok(())
     }
@@ -350,61 +354,33 @@ impl NatsServer {
     /// Polls until the server accepts TCP and `/healthz` answers ok, failing early if the
     /// process exits.
     pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> Result<(), TestkitError> {
-        let started = Instant::now();
-        let deadline = started + timeout;
-        let mut backoff = Duration::from_millis(2);
-        let mut last;
-        loop {
-            match self.process.as_mut().map(ServerProcess::try_exited) {
-                None => return Err(TestkitError::NotRunning { url: self.url() }),
-                Some(Ok(Some(status))) => {
+        let readiness = self.readiness();
+        let Some(process) = self.process.as_mut() else {
+            return Err(TestkitError::NotRunning { url: self.url() });
+        };
+        match readiness.wait(process, timeout).await {
+            Ok(()) => Ok(()),
+            Err(NotReady::Io(e)) => Err(TestkitError::io("waiting for nats-server", e)),
+            Err(why) => {
+                if matches!(why, NotReady::Exited(_)) {
                     self.process = None;
-                    return Err(self.startup_error(format!(
-                        "nats-server ({}) exited while starting: {status}",
-                        self.url()
-                    )));
                 }
-                Some(Ok(None)) => {}
-                Some(Err(e)) => return Err(TestkitError::io("waiting for nats-server", e)),
+                Err(self.startup_error(format!("{why} ({})", self.url())))
             }
-            match self.probe_ready().await {
-                Ok(()) => {
-                    tracing::debug!(url = %self.url(), elapsed = ?started.elapsed(), "nats-server ready");
-                    return Ok(());
-                }
-                Err(observation) => last = observation,
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(self.startup_error(format!(
-                    "nats-server ({}) not ready after {timeout:?}; last check: {last}",
-                    self.url()
-                )));
-            }
-            tokio::time::sleep(backoff.min(deadline - now)).await;
-            backoff = (backoff * 2).min(Duration::from_millis(50));
         }
     }
 
     /// One readiness check: the client port accepts TCP and `/healthz` (with
     /// `js-enabled-only=true` when JetStream is on) answers ok.
     pub(crate) async fn probe_ready(&self) -> Result<(), String> {
-        let probe_timeout = Duration::from_secs(2);
-        let connect = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.spec.port));
-        match tokio::time::timeout(probe_timeout, connect).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(format!("client port: {e}")),
-            Err(_) => return Err("client port: connect timed out".to_owned()),
-        }
-        let path = if self.spec.jetstream {
-            "/healthz?js-enabled-only=true"
-        } else {
-            "/healthz"
-        };
-        match monitor::http_get(&self.monitor_url(), path, probe_timeout).await {
-            Ok(r) if r.status == 200 && r.body.contains("ok") => Ok(()),
-            Ok(r) => Err(format!("{path}: {} {}", r.status, r.body.trim())),
-            Err(e) => Err(e.to_string()),
+        self.readiness().probe().await
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            client_addr: (Ipv4Addr::LOCALHOST, self.spec.port).into(),
+            monitor_url: self.monitor_url(),
+            jetstream: self.spec.jetstream,
         }
     }
 
@@ -502,18 +478,9 @@ impl NatsServer {
         };
         let pid = process.pid();
         process
-            .signal(Signal::SIGTERM)
-            .map_err(|e| TestkitError::io(format!("sending SIGTERM to nats-server {pid}"), e))?;
-        let exited = process
-            .wait_exit(self.stop_timeout)
+            .stop(self.stop_timeout)
             .await
-            .map_err(|e| TestkitError::io(format!("waiting for nats-server {pid}"), e))?;
-        if exited.is_none() {
-            tracing::warn!(pid, timeout = ?self.stop_timeout, "nats-server ignored SIGTERM; killing it");
-            process
-                .kill_now()
-                .map_err(|e| TestkitError::io(format!("killing nats-server {pid}"), e))?;
-        }
+            .map_err(|e| TestkitError::io(format!("stopping nats-server {pid}"), e))?;
         tracing::debug!(pid, url = %self.url(), "nats-server stopped");
         Ok(())
     }

@@ -12,7 +12,7 @@
 //! ([`tower::ServiceExt::oneshot`]), never in `poll_ready`: waiting for the broker holds only
 //! the broker publishes. A broker call always goes through a clone of the broker path, boxed;
 //! the direct path is checked for readiness in `call` and, being ready nearly always, called in
-//! place ([`call_when_ready`](crate::ready::call_when_ready)) — only when it is not does the
+//! place ([`call_when_ready`]) — only when it is not does the
 //! waiting instance move into the response future, and the route keep a clone.
 //!
 //! This is why the default stack puts no [`Buffer`] in front of its paths, as tower's `steer`

@@ -7,7 +7,7 @@
 //!
 //! The timeout covers the wait for the inner service to become ready as well: [`Timeout`] is
 //! always ready and calls the inner service with
-//! [`call_when_ready`](crate::ready::call_when_ready), so a transport that is not ready waits
+//! [`call_when_ready`], so a transport that is not ready waits
 //! inside the request's own future, under its deadline (tower's `Timeout` waits in
 //! `poll_ready`, outside any deadline). The inner service must therefore be cheap to clone.
 //!

@@ -74,8 +74,8 @@ struct TargetArgs {
     /// Storage tier [default: memory for direct, persistent for broker].
     #[arg(long, value_enum)]
     tier: Option<TierArg>,
-    /// Subject to publish to [default: bench_<tier>.<route>; the broker keeps acked messages
-    /// in stream BENCH_<TIER>].
+    /// Subject to publish to [default: bench_{tier}.{route}; the broker keeps acked messages
+    /// in stream BENCH_{TIER}].
     #[arg(long)]
     subject: Option<String>,
     /// Process id of the broker, to report its CPU per message [default: from the pid file

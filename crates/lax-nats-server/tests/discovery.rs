@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use lax_testkit::{BinaryLocator, SETUP_COMMAND, TestkitError};
+use lax_nats_server::{BinaryLocator, LocateError, SETUP_COMMAND};
 
 fn fake_binary(dir: &Path, mode: u32) -> PathBuf {
     fs::create_dir_all(dir).unwrap();
@@ -26,10 +26,7 @@ fn missing_binary_error_names_the_setup_command() {
         tools_dirs: vec![empty.path().join(".tools")],
     };
     let err = locator.locate().unwrap_err();
-    assert!(
-        matches!(err, TestkitError::BinaryNotFound { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, LocateError::NotFound { .. }), "{err:?}");
     let message = err.to_string();
     assert_eq!(SETUP_COMMAND, "cargo xtask setup");
     assert!(message.contains("`cargo xtask setup`"), "{message}");
@@ -59,7 +56,7 @@ fn wrong_override_is_an_error_not_a_fallback() {
     };
     let err = locator.locate().unwrap_err();
     assert!(
-        matches!(err, TestkitError::InvalidOverride { .. }),
+        matches!(err, LocateError::InvalidOverride { .. }),
         "{err:?}"
     );
     let message = err.to_string();
@@ -109,7 +106,7 @@ fn non_executable_files_are_skipped() {
 fn the_real_search_finds_a_runnable_server() {
     // `cargo xtask test` (and CI) install nats-server before running tests, so the real
     // search must succeed; if it fails, its message says what to run.
-    let binary = lax_testkit::nats_server_binary().unwrap_or_else(|e| panic!("{e}"));
+    let binary = lax_nats_server::nats_server_binary().unwrap_or_else(|e| panic!("{e}"));
     let output = std::process::Command::new(&binary)
         .arg("--version")
         .output()
@@ -120,4 +117,18 @@ fn the_real_search_finds_a_runnable_server() {
         "{}: {version}",
         binary.display()
     );
+}
+
+#[test]
+fn a_pip_install_in_a_tools_dir_is_found_after_its_bin() {
+    let root = tempfile::tempdir().unwrap();
+    let from_pip = fake_binary(&root.path().join("tools/pip/bin"), 0o755);
+    let locator = BinaryLocator {
+        explicit: None,
+        path_var: Some(root.path().join("no-path").into_os_string()),
+        tools_dirs: vec![root.path().join("tools")],
+    };
+    assert_eq!(locator.locate().unwrap(), from_pip);
+    let linked = fake_binary(&root.path().join("tools/bin"), 0o755);
+    assert_eq!(locator.locate().unwrap(), linked, "bin/ comes first");
 }

