@@ -3,17 +3,22 @@
 //! Prometheus text. Ctrl-C (or SIGTERM) stops accepting requests, finishes the ones in
 //! flight, then closes the client, which drains its publishes.
 //!
+//! Each request continues the W3C trace it arrives with (`traceparent` header) into its
+//! publish, and from there through the broker to whoever processes the message:
+//! `curl -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' …`.
+//!
 //! `cargo run -p lax-client --features axum,init-tracing --example axum` (servers from `lax dev`; listen
 //! address from `LAX_HTTP_LISTEN`, default `127.0.0.1:8000`).
 
 use axum::{
     Json, Router,
     extract::State,
+    middleware,
     routing::{get, post},
 };
 use lax_client::{
     ClientOptions, LaxClient, PublishOptions,
-    axum::{ApiError, metrics_handler},
+    axum::{ApiError, continue_trace, metrics_handler},
 };
 use serde_json::{Value, json};
 
@@ -23,6 +28,7 @@ pub(crate) fn app(client: LaxClient) -> Router {
         .route("/events", post(publish_event))
         .route("/orders", post(create_order))
         .route("/metrics", get(metrics_handler))
+        .layer(middleware::from_fn(continue_trace))
         .with_state(client)
 }
 

@@ -231,7 +231,7 @@ impl BrokerBuilder {
             config.stream_window as usize,
             config.batch_window as usize,
         );
-        let stream_manager = StreamManagerImpl::new(api, router, metrics.clone());
+        let stream_manager = StreamManagerImpl::new(api.clone(), router, metrics.clone());
         // Both reflection versions: grpcurl and grpcui ask v1, while Postman, Evans, older
         // grpcurl and Python's grpcio-reflection ask v1alpha.
         let reflection_builder = || {
@@ -287,7 +287,12 @@ impl BrokerBuilder {
         // Ends with `shutdown`, like the endpoint.
         tokio::spawn(metrics::upkeep(metrics.clone(), shutdown.clone()));
         let metrics_task = metrics_listener.map(|listener| {
-            tokio::spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()))
+            tokio::spawn(metrics::serve(
+                listener,
+                metrics.clone(),
+                api,
+                shutdown.clone(),
+            ))
         });
         tracing::info!(%grpc_addr, ?metrics_addr, "LAX broker serving");
         Ok(RunningBroker {

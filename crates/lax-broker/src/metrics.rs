@@ -5,7 +5,8 @@
 //! directly through [`metrics::Recorder`].
 
 use std::{
-    sync::{Arc, OnceLock},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, OnceLock, PoisonError, RwLock},
     time::Duration,
 };
 
@@ -17,6 +18,8 @@ use metrics_exporter_prometheus::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::jsapi::JsApi;
+
 /// Requests answered, by `rpc` and gRPC `code`.
 pub const REQUESTS_TOTAL: &str = "lax_broker_requests_total";
 /// Publishes answered, by `tier` and `result` (`stored`, `duplicate` or the gRPC code).
@@ -25,8 +28,18 @@ pub const PUBLISH_TOTAL: &str = "lax_broker_publish_total";
 pub const PUBLISH_LATENCY_SECONDS: &str = "lax_broker_publish_latency_seconds";
 /// Publishes holding a slot of the broker's in-flight cap.
 pub const INFLIGHT_PUBLISHES: &str = "lax_broker_inflight_publishes";
-/// JetStream failures, by `kind` (`timeout`, `no_stream`, `disconnected`, `api`, ...).
+/// JetStream failures, by `kind` (one of [`JETSTREAM_ERROR_KINDS`]).
 pub const JETSTREAM_ERRORS_TOTAL: &str = "lax_broker_jetstream_errors_total";
+/// The kinds of [`JETSTREAM_ERRORS_TOTAL`], each exported (at 0) from the start so that a
+/// dashboard's `rate()` has a series before the first failure.
+pub const JETSTREAM_ERROR_KINDS: [&str; 6] = [
+    "api",
+    "disconnected",
+    "no_stream",
+    "send",
+    "timeout",
+    "transient_retry",
+];
 /// 1 while the NATS connection is up, else 0.
 pub const NATS_CONNECTED: &str = "lax_broker_nats_connected";
 /// Gauge: messages delivered to subscribers and not yet settled, by stream and consumer (a
@@ -34,6 +47,26 @@ pub const NATS_CONNECTED: &str = "lax_broker_nats_connected";
 pub const CONSUMER_INFLIGHT_MESSAGES: &str = "lax_broker_consumer_inflight_messages";
 /// Gauge: bytes of the messages counted by [`CONSUMER_INFLIGHT_MESSAGES`].
 pub const CONSUMER_INFLIGHT_BYTES: &str = "lax_broker_consumer_inflight_bytes";
+/// Publishes answered, by `stream` and `result` (as [`PUBLISH_TOTAL`]); `stream` is
+/// `unknown` for a publish refused before its stream was known.
+pub const STREAM_PUBLISH_TOTAL: &str = "lax_broker_stream_publish_total";
+/// Gauge: gRPC streams open, by `rpc` (`StreamPublish`, `Subscribe`).
+pub const GRPC_STREAMS_OPEN: &str = "lax_broker_grpc_streams_open";
+/// Messages handed to subscribers again (a delivery after the first), by `stream` and
+/// `consumer`.
+pub const REDELIVERIES_TOTAL: &str = "lax_broker_redeliveries_total";
+/// Messages moved to their dead-letter subject after their last delivery, by `stream` and
+/// `consumer`.
+pub const DEAD_LETTERS_TOTAL: &str = "lax_broker_dead_letters_total";
+/// Gauge: messages a consumer group has not been delivered yet (its lag), by `stream` and
+/// `group`, as JetStream counts them when `/metrics` is scraped.
+pub const GROUP_PENDING_MESSAGES: &str = "lax_broker_consumer_group_pending_messages";
+/// Gauge: messages delivered to a group's members and not yet acknowledged, by `stream` and
+/// `group`, as JetStream counts them when `/metrics` is scraped.
+pub const GROUP_ACK_PENDING_MESSAGES: &str = "lax_broker_consumer_group_ack_pending_messages";
+/// Gauge: messages of a group delivered more than once and not yet acknowledged, by
+/// `stream` and `group`, as JetStream counts them when `/metrics` is scraped.
+pub const GROUP_REDELIVERED_MESSAGES: &str = "lax_broker_consumer_group_redelivered_messages";
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -58,11 +91,18 @@ struct HotHandles {
     latency: [[OnceLock<Histogram>; HOT_TIERS.len()]; HOT_RPCS.len()],
 }
 
+/// The per-stream publish counters of the results every stored message counts into, by
+/// stream name.
+type StreamCounters = RwLock<HashMap<String, [Counter; HOT_RESULTS.len()]>>;
+
 /// The broker's figures, recorded into its own Prometheus recorder.
 #[derive(Clone)]
 pub struct BrokerMetrics {
     recorder: Arc<PrometheusRecorder>,
     hot: Arc<HotHandles>,
+    streams: Arc<StreamCounters>,
+    /// The consumer groups whose gauges the last scrape set, to zero those gone since.
+    groups_seen: Arc<Mutex<HashSet<(String, String)>>>,
     inflight: Gauge,
     connected: Gauge,
 }
@@ -128,12 +168,52 @@ impl BrokerMetrics {
             Some(Unit::Bytes),
             "bytes delivered to subscribers and not yet settled, by stream and consumer".into(),
         );
+        describe(
+            STREAM_PUBLISH_TOTAL,
+            None,
+            "publishes answered, by stream and result",
+        );
+        describe(
+            REDELIVERIES_TOTAL,
+            None,
+            "messages handed to subscribers again, by stream and consumer",
+        );
+        describe(
+            DEAD_LETTERS_TOTAL,
+            None,
+            "messages dead-lettered after their last delivery, by stream and consumer",
+        );
+        for (name, help) in [
+            (GRPC_STREAMS_OPEN, "gRPC streams open, by rpc"),
+            (
+                GROUP_PENDING_MESSAGES,
+                "messages a consumer group has not been delivered yet (lag), by stream and group",
+            ),
+            (
+                GROUP_ACK_PENDING_MESSAGES,
+                "messages delivered to a group and not yet acknowledged, by stream and group",
+            ),
+            (
+                GROUP_REDELIVERED_MESSAGES,
+                "messages of a group delivered more than once and not yet acknowledged",
+            ),
+        ] {
+            recorder.describe_gauge(KeyName::from_const_str(name), None, help.into());
+        }
+        for kind in JETSTREAM_ERROR_KINDS {
+            let labels = vec![Label::new("kind", kind)];
+            recorder
+                .register_counter(&Key::from_parts(JETSTREAM_ERRORS_TOTAL, labels), &METADATA)
+                .increment(0);
+        }
         let inflight =
             recorder.register_gauge(&Key::from_static_name(INFLIGHT_PUBLISHES), &METADATA);
         let connected = recorder.register_gauge(&Key::from_static_name(NATS_CONNECTED), &METADATA);
         BrokerMetrics {
             recorder: Arc::new(recorder),
             hot: Arc::default(),
+            streams: Arc::default(),
+            groups_seen: Arc::default(),
             inflight,
             connected,
         }
@@ -142,6 +222,12 @@ impl BrokerMetrics {
     /// A handle that renders the figures in the Prometheus text format.
     pub fn handle(&self) -> PrometheusHandle {
         self.recorder.handle()
+    }
+
+    fn gauge(&self, name: &'static str, labels: [(&'static str, String); 2]) -> Gauge {
+        let labels: Vec<Label> = labels.into_iter().map(|(k, v)| Label::new(k, v)).collect();
+        self.recorder
+            .register_gauge(&Key::from_parts(name, labels), &METADATA)
     }
 
     fn counter(&self, name: &'static str, labels: [(&'static str, String); 2]) -> Counter {
@@ -210,7 +296,108 @@ impl BrokerMetrics {
         }
     }
 
-    /// Counts one JetStream failure.
+    /// Counts one answered publish under its stream (`None`: refused before one was known).
+    /// Stored and duplicate messages count into handles cached per stream.
+    pub(crate) fn stream_publish(&self, stream: Option<&str>, result: &str) {
+        let Some(stream) = stream else {
+            return self
+                .counter(
+                    STREAM_PUBLISH_TOTAL,
+                    [
+                        ("stream", "unknown".to_owned()),
+                        ("result", result.to_owned()),
+                    ],
+                )
+                .increment(1);
+        };
+        let Some(at) = HOT_RESULTS.iter().position(|r| *r == result) else {
+            return self
+                .counter(
+                    STREAM_PUBLISH_TOTAL,
+                    [("stream", stream.to_owned()), ("result", result.to_owned())],
+                )
+                .increment(1);
+        };
+        let cached = self
+            .streams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(stream)
+            .map(|counters| counters[at].clone());
+        let counter = cached.unwrap_or_else(|| {
+            let counters = HOT_RESULTS.map(|result| {
+                self.counter(
+                    STREAM_PUBLISH_TOTAL,
+                    [("stream", stream.to_owned()), ("result", result.to_owned())],
+                )
+            });
+            let counter = counters[at].clone();
+            self.streams
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(stream.to_owned(), counters);
+            counter
+        });
+        counter.increment(1);
+    }
+
+    /// Counts a gRPC stream of `rpc` as open until the returned guard is dropped.
+    pub(crate) fn grpc_stream_opened(&self, rpc: &'static str) -> OpenStream {
+        let labels = vec![Label::new("rpc", rpc)];
+        let gauge = self
+            .recorder
+            .register_gauge(&Key::from_parts(GRPC_STREAMS_OPEN, labels), &METADATA);
+        gauge.increment(1.0);
+        OpenStream(gauge)
+    }
+
+    /// The redelivery and dead-letter counters of one consumer.
+    pub(crate) fn consumer_counters(&self, stream: &str, consumer: &str) -> ConsumerCounters {
+        let labels = || {
+            [
+                ("stream", stream.to_owned()),
+                ("consumer", consumer.to_owned()),
+            ]
+        };
+        ConsumerCounters {
+            redeliveries: self.counter(REDELIVERIES_TOTAL, labels()),
+            dead_letters: self.counter(DEAD_LETTERS_TOTAL, labels()),
+        }
+    }
+
+    /// Sets the consumer-group gauges to `groups` (stream, group, pending, ack pending,
+    /// redelivered); groups seen by the last call and gone since are set to zero.
+    pub(crate) fn set_groups(&self, groups: Vec<(String, String, [u64; 3])>) {
+        let mut seen = self
+            .groups_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut now = HashSet::with_capacity(groups.len());
+        for (stream, group, figures) in groups {
+            self.set_group(&stream, &group, figures);
+            now.insert((stream, group));
+        }
+        for (stream, group) in seen.difference(&now) {
+            self.set_group(stream, group, [0; 3]);
+        }
+        *seen = now;
+    }
+
+    fn set_group(&self, stream: &str, group: &str, figures: [u64; 3]) {
+        let names = [
+            GROUP_PENDING_MESSAGES,
+            GROUP_ACK_PENDING_MESSAGES,
+            GROUP_REDELIVERED_MESSAGES,
+        ];
+        for (name, value) in names.into_iter().zip(figures) {
+            self.gauge(
+                name,
+                [("stream", stream.to_owned()), ("group", group.to_owned())],
+            )
+            .set(value as f64);
+        }
+    }
+
     /// The in-flight gauges of one consumer.
     pub(crate) fn consumer_inflight(
         &self,
@@ -231,7 +418,9 @@ impl BrokerMetrics {
         }
     }
 
+    /// Counts one JetStream failure.
     pub(crate) fn jetstream_error(&self, kind: &'static str) {
+        debug_assert!(JETSTREAM_ERROR_KINDS.contains(&kind), "{kind} is listed");
         let labels = vec![Label::new("kind", kind)];
         self.recorder
             .register_counter(&Key::from_parts(JETSTREAM_ERRORS_TOTAL, labels), &METADATA)
@@ -245,6 +434,23 @@ impl BrokerMetrics {
     pub(crate) fn set_connected(&self, connected: bool) {
         self.connected.set(if connected { 1.0 } else { 0.0 });
     }
+}
+
+/// A gRPC stream counted in [`GRPC_STREAMS_OPEN`] while this lives.
+#[derive(Debug)]
+pub(crate) struct OpenStream(Gauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// What one consumer's deliveries count into.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerCounters {
+    pub(crate) redeliveries: Counter,
+    pub(crate) dead_letters: Counter,
 }
 
 /// The snake_case label of a gRPC code (`ok`, `invalid_argument`, ...).
@@ -276,18 +482,23 @@ pub(crate) async fn upkeep(metrics: BrokerMetrics, shutdown: CancellationToken) 
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` fires.
+/// Serves `GET /metrics` on `listener` until `shutdown` fires; each scrape first reads the
+/// consumer groups' figures from JetStream through `api`.
 pub(crate) async fn serve(
     listener: TcpListener,
     metrics: BrokerMetrics,
+    api: JsApi,
     shutdown: CancellationToken,
 ) {
     let handle = metrics.handle();
     let app = Router::new().route(
         "/metrics",
         get(move || {
-            let handle = handle.clone();
-            async move { handle.render() }
+            let (handle, metrics, api) = (handle.clone(), metrics.clone(), api.clone());
+            async move {
+                crate::consumer::lag::refresh(&api, &metrics).await;
+                handle.render()
+            }
         }),
     );
     let served = axum::serve(listener, app)
@@ -392,6 +603,73 @@ mod tests {
         assert!(
             !rendered.contains(r#"tier="memory""#),
             "handles register on first use only"
+        );
+    }
+
+    /// Asserts that each of `lines` (series and value) is in the rendered text.
+    fn assert_rendered(metrics: &BrokerMetrics, lines: &[&str]) {
+        let rendered = metrics.handle().render();
+        for line in lines {
+            assert!(
+                rendered.contains(&format!("{line}\n")),
+                "{line} in {rendered}"
+            );
+        }
+    }
+
+    #[test]
+    fn per_stream_publishes_count_by_result_and_unknown_streams_apart() {
+        let metrics = BrokerMetrics::new();
+        metrics.stream_publish(Some("ORDERS"), "stored");
+        metrics.clone().stream_publish(Some("ORDERS"), "stored");
+        metrics.stream_publish(Some("ORDERS"), "duplicate");
+        metrics.stream_publish(Some("ORDERS"), "deadline_exceeded");
+        metrics.stream_publish(None, "invalid_argument");
+        assert_rendered(
+            &metrics,
+            &[
+                r#"lax_broker_stream_publish_total{stream="ORDERS",result="stored"} 2"#,
+                r#"lax_broker_stream_publish_total{stream="ORDERS",result="duplicate"} 1"#,
+                r#"lax_broker_stream_publish_total{stream="ORDERS",result="deadline_exceeded"} 1"#,
+                r#"lax_broker_stream_publish_total{stream="unknown",result="invalid_argument"} 1"#,
+            ],
+        );
+    }
+
+    #[test]
+    fn open_streams_are_counted_while_their_guards_live() {
+        let metrics = BrokerMetrics::new();
+        let open = |m: &BrokerMetrics| {
+            let rendered = m.handle().render();
+            rendered
+                .lines()
+                .find_map(|l| l.strip_prefix(r#"lax_broker_grpc_streams_open{rpc="Subscribe"} "#))
+                .map(str::to_owned)
+        };
+        let first = metrics.grpc_stream_opened("Subscribe");
+        let second = metrics.grpc_stream_opened("Subscribe");
+        assert_eq!(open(&metrics).as_deref(), Some("2"));
+        drop(first);
+        drop(second);
+        assert_eq!(open(&metrics).as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn groups_gone_since_the_last_scrape_are_zeroed() {
+        let metrics = BrokerMetrics::new();
+        metrics.set_groups(vec![
+            ("ORDERS".into(), "billing".into(), [5, 2, 1]),
+            ("ORDERS".into(), "audit".into(), [7, 0, 0]),
+        ]);
+        metrics.set_groups(vec![("ORDERS".into(), "billing".into(), [4, 1, 0])]);
+        assert_rendered(
+            &metrics,
+            &[
+                r#"lax_broker_consumer_group_pending_messages{stream="ORDERS",group="billing"} 4"#,
+                r#"lax_broker_consumer_group_ack_pending_messages{stream="ORDERS",group="billing"} 1"#,
+                r#"lax_broker_consumer_group_redelivered_messages{stream="ORDERS",group="billing"} 0"#,
+                r#"lax_broker_consumer_group_pending_messages{stream="ORDERS",group="audit"} 0"#,
+            ],
         );
     }
 }

@@ -156,6 +156,11 @@ impl StreamRouter {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The stream `subject` was last resolved to, if that is still remembered.
+    pub(crate) fn known_stream(&self, subject: &str) -> Option<String> {
+        self.cached(subject).map(|target| target.name)
+    }
+
     fn cached(&self, subject: &str) -> Option<StreamTarget> {
         let cache = self.cache();
         let (target, at) = cache.get(subject)?;

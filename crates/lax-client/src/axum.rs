@@ -1,5 +1,6 @@
-//! axum integration (feature `axum`): [`LaxClient`] as router state, LAX
-//! errors as HTTP responses, and a `/metrics` handler.
+//! axum integration (feature `axum`): [`LaxClient`] as router state, LAX errors as HTTP
+//! responses, a `/metrics` handler, and [`continue_trace`], which carries an incoming
+//! request's W3C trace into what its handler publishes.
 //!
 //! ```no_run
 //! use axum::{Json, Router, extract::State, routing::{get, post}};
@@ -25,11 +26,16 @@
 //! ```
 
 use axum::{
-    extract::State,
+    extract::{Request, State},
     http::{StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
-use lax_core::{Error, ErrorKind};
+use lax_core::{
+    Error, ErrorKind, Headers,
+    trace::{self, TRACEPARENT_HEADER, TRACESTATE_HEADER},
+};
+use tracing::{Instrument as _, field::Empty};
 
 use crate::LaxClient;
 
@@ -88,4 +94,47 @@ pub async fn metrics_handler(State(client): State<LaxClient>) -> impl IntoRespon
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         client.render_metrics(),
     )
+}
+
+/// Middleware continuing the trace an HTTP request arrives with into what its handler
+/// publishes: each request runs in a `lax.http.request` span that is a child of the request's
+/// W3C `traceparent` header (or the root of a new trace without one) and whose context is
+/// the task's current one ([`TraceContext::scope`](lax_core::trace::TraceContext::scope)), so each `lax.publish` made by the
+/// handler is its child, and the trace goes on through the broker to the consumer. A
+/// malformed `traceparent` starts a new trace.
+///
+/// ```no_run
+/// use axum::{Router, middleware, routing::post};
+/// use lax_client::axum::continue_trace;
+///
+/// # fn app(router: Router) -> Router {
+/// router.layer(middleware::from_fn(continue_trace))
+/// # }
+/// ```
+pub async fn continue_trace(request: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "lax.http.request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        status = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+        parent_span_id = Empty,
+        invalid_traceparent = Empty,
+    );
+    let headers: Headers = [TRACEPARENT_HEADER, TRACESTATE_HEADER]
+        .into_iter()
+        .filter_map(|name| {
+            let value = request.headers().get(name)?.to_str().ok()?;
+            Some((name, value))
+        })
+        .collect();
+    let context = trace::identify(&span, trace::received(&span, &headers));
+    let handled = next.run(request).instrument(span.clone());
+    let response = match context {
+        Some(context) => context.scope(handled).await,
+        None => handled.await,
+    };
+    span.record("status", response.status().as_u16());
+    response
 }

@@ -10,11 +10,13 @@ use lax_core::{
     ServicePublisher, Tier,
     breaker::{BreakerHandle, BreakerState},
     stack::{Stack, StackBuilder},
+    trace::{self, TraceContext},
     validate::validate_request,
 };
 use lax_transport_grpc::{BrokerAdmin, GrpcPublisher};
 use lax_transport_nats::{ConnectionState, DirectSubscription, NatsPublisher};
 use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
+use tracing::{Instrument as _, Span, field::Empty};
 
 use crate::{
     metrics::MetricsTarget,
@@ -341,6 +343,35 @@ impl LaxClientBuilder {
     }
 }
 
+/// Records how a publish ended on its `lax.publish` span.
+fn record_publish(span: &Span, published: &Result<Receipt, Error>) {
+    if span.is_disabled() {
+        return;
+    }
+    match published {
+        Ok(receipt) => {
+            span.record("route", receipt.route.as_str());
+            match &receipt.ack {
+                None => span.record("outcome", "published"),
+                Some(ack) => {
+                    span.record("stream", ack.stream.as_str());
+                    span.record("sequence", ack.sequence);
+                    span.record("duplicate", ack.duplicate);
+                    span.record(
+                        "outcome",
+                        if ack.duplicate { "duplicate" } else { "stored" },
+                    )
+                }
+            };
+        }
+        Err(error) => {
+            span.record("outcome", "error");
+            span.record("error_kind", tracing::field::debug(error.kind()));
+            span.record("may_be_stored", error.may_be_stored());
+        }
+    }
+}
+
 struct Inner {
     metrics: MetricsTarget,
     options: ClientOptions,
@@ -439,7 +470,47 @@ impl LaxClient {
         options: PublishOptions,
     ) -> Result<Receipt, Error> {
         let request = self.request(subject.into(), data.into_payload(), options)?;
-        self.inner.publisher.publish(request).await
+        self.publish_traced(request).await
+    }
+
+    /// One logical publish, retries included, in a `lax.publish` span whose trace context
+    /// travels in the message's `traceparent` header (see [`lax_core::trace`]). The
+    /// parent is the caller's own `traceparent` header, else the task's
+    /// [`TraceContext::current`], else none: a new trace.
+    async fn publish_traced(&self, mut request: PublishRequest) -> Result<Receipt, Error> {
+        let span = tracing::info_span!(
+            "lax.publish",
+            subject = %request.subject,
+            tier = %request.options.tier,
+            route = %request.default_route(),
+            message_id = %request.message_id,
+            stream = Empty,
+            sequence = Empty,
+            duplicate = Empty,
+            attempts = Empty,
+            outcome = Empty,
+            error_kind = Empty,
+            may_be_stored = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+            parent_span_id = Empty,
+        );
+        // Validated already: a malformed header was refused.
+        let given = TraceContext::from_headers(&request.headers).ok().flatten();
+        let passes_through = given.is_some() && span.is_disabled();
+        if !passes_through
+            && let Some(context) = trace::identify(&span, given.or_else(TraceContext::current))
+        {
+            context.inject(&mut request.headers);
+        }
+        let published = self
+            .inner
+            .publisher
+            .publish(request)
+            .instrument(span.clone())
+            .await;
+        record_publish(&span, &published);
+        published
     }
 
     fn request(
@@ -474,8 +545,7 @@ impl LaxClient {
                         .map(|r| r.message_id.clone())
                         .unwrap_or_default(),
                 );
-                let publisher = &self.inner.publisher;
-                async move { publisher.publish(request?).await }
+                async move { self.publish_traced(request?).await }
             })
             .collect();
         let results = join_all(publishes).await;

@@ -62,7 +62,17 @@
 //! [`term`](ReceivedMessage::term), and [`Subscription::process`] runs a handler per message,
 //! acking on `Ok` and nacking on `Err`. Members of a consumer group
 //! ([`SubscribeOptions::group`]) split the messages; see the [`subscribe`] module.
-//! Memory-tier traffic is read over core NATS with [`LaxClient::subscribe_direct`].
+//! Memory-tier traffic is read over core NATS with [`LaxClient::subscribe_direct`]
+//! ([`DirectProcess`] runs a handler per message).
+//!
+//! ## Tracing
+//!
+//! Each publish runs in a `lax.publish` span (its retries are `lax.publish.attempt` events
+//! inside it) and each handled message in a `lax.process` span. The trace travels with the
+//! message as a W3C `traceparent` header, through the broker (`lax.broker.publish`,
+//! `lax.broker.deliver`) and JetStream, so a handler's span continues the publisher's
+//! trace; see `lax_core::trace`. To continue a trace that came with an HTTP request, run
+//! the publish in its context (`TraceContext::scope`) or set the `traceparent` header.
 //!
 //! ## Errors
 //!
@@ -92,7 +102,7 @@ pub use options::{
 };
 pub use payload::{JSON_CONTENT_TYPE, Json, Payload};
 pub use subscribe::{
-    ProcessOptions, ReceivedMessage, StartPosition, SubscribeOptions, Subscription,
+    DirectProcess, ProcessOptions, ReceivedMessage, StartPosition, SubscribeOptions, Subscription,
 };
 
 /// Installs a `tracing` subscriber printing to stderr, filtered by `RUST_LOG` when set, else

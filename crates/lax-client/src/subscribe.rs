@@ -49,12 +49,18 @@ use std::{
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _, stream::FuturesUnordered};
-use lax_core::{Error, Headers, Limits, validate::validate_filter_subject};
+use lax_core::{
+    Error, Headers, Limits,
+    trace::{self, TraceContext},
+    validate::validate_filter_subject,
+};
 use lax_proto::broker::v1 as proto;
 use lax_transport_grpc::{
     BrokerMessage, ConsumerGroupConfig, GroupJoin, GrpcSubscription, Settle, Settler, SubscribeSpec,
 };
+use lax_transport_nats::{DirectMessage, DirectSubscription};
 use serde::de::DeserializeOwned;
+use tracing::{Instrument as _, Span, field::Empty};
 
 use crate::LaxClient;
 
@@ -478,31 +484,183 @@ impl Subscription {
         Fut: Future<Output = Result<(), E>>,
         E: fmt::Display,
     {
-        let concurrency = options.concurrency.max(1);
-        let mut running = FuturesUnordered::new();
-        let ended = loop {
-            if running.len() >= concurrency {
-                running.next().await;
-                continue;
+        let group = self.group.clone();
+        let ended = for_each_concurrent(&mut self, options.concurrency, |message| {
+            let (span, context) = process_span(&message.subject, &message.id, &message.headers);
+            span.record("stream", message.stream.as_str());
+            span.record("sequence", message.sequence);
+            span.record("delivery", message.delivery_count);
+            if let Some(group) = &group {
+                span.record("group", group.as_str());
             }
-            tokio::select! {
-                Some(()) = running.next(), if !running.is_empty() => {}
-                next = self.next() => match next {
-                    None => break Ok(()),
-                    Some(Err(error)) => break Err(error),
-                    Some(Ok(message)) => {
-                        let handled = handler(message.clone());
-                        running.push(async move {
-                            let outcome = handled.await;
-                            settle(message, outcome, options.nack_delay).await;
-                        });
-                    }
-                },
+            let handled = span.in_scope(|| handler(message.clone()));
+            let handled = traced(span, context, handled);
+            async move {
+                let outcome = handled.await;
+                settle(message, outcome, options.nack_delay).await;
             }
-        };
-        while running.next().await.is_some() {}
+        })
+        .await;
         self.messages.settler().flush().await;
         ended
+    }
+}
+
+/// The `lax.process` span of one message and its trace context: the publisher's (or the
+/// broker's) span is the parent, from the message's `traceparent`.
+fn process_span(
+    subject: &str,
+    message_id: &str,
+    headers: &Headers,
+) -> (Span, Option<TraceContext>) {
+    let span = tracing::info_span!(
+        parent: None,
+        "lax.process",
+        subject = %subject,
+        message_id = %message_id,
+        stream = Empty,
+        sequence = Empty,
+        delivery = Empty,
+        group = Empty,
+        outcome = Empty,
+        error = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+        parent_span_id = Empty,
+        invalid_traceparent = Empty,
+    );
+    let context = trace::identify(&span, trace::received(&span, headers));
+    (span, context)
+}
+
+/// Runs a handler's future inside its `lax.process` `span`, with the span's trace context
+/// as the task's current one (so what the handler publishes continues the trace), and
+/// records its outcome on the span.
+async fn traced<E: fmt::Display>(
+    span: Span,
+    context: Option<TraceContext>,
+    handled: impl Future<Output = Result<(), E>>,
+) -> Result<(), E> {
+    let outcome = match context {
+        Some(context) => context.scope(handled).instrument(span.clone()).await,
+        None => handled.instrument(span.clone()).await,
+    };
+    match &outcome {
+        Ok(()) => span.record("outcome", "ok"),
+        Err(error) => span
+            .record("outcome", "error")
+            .record("error", tracing::field::display(error)),
+    };
+    outcome
+}
+
+/// Runs `handle` on each message of `messages`, up to `concurrency` (at least one) at once,
+/// until the stream ends (`Ok`) or fails (that error), then waits for the handlers running.
+async fn for_each_concurrent<M, Fut>(
+    messages: &mut (impl Stream<Item = Result<M, Error>> + Unpin),
+    concurrency: usize,
+    mut handle: impl FnMut(M) -> Fut,
+) -> Result<(), Error>
+where
+    Fut: Future<Output = ()>,
+{
+    let concurrency = concurrency.max(1);
+    let mut running = FuturesUnordered::new();
+    let ended = loop {
+        if running.len() >= concurrency {
+            running.next().await;
+            continue;
+        }
+        tokio::select! {
+            Some(()) = running.next(), if !running.is_empty() => {}
+            next = messages.next() => match next {
+                None => break Ok(()),
+                Some(Err(error)) => break Err(error),
+                Some(Ok(message)) => running.push(handle(message)),
+            },
+        }
+    };
+    while running.next().await.is_some() {}
+    ended
+}
+
+/// Handler-driven processing of a [`DirectSubscription`] (core NATS, memory tier): each
+/// message runs in a `lax.process` span that continues the publisher's trace, as
+/// [`Subscription::process_with`] does for broker deliveries. Nothing is settled: core NATS
+/// has no acks, so a failed handler is only logged (and recorded on its span).
+///
+/// ```no_run
+/// use lax_client::{ClientOptions, LaxClient, ProcessOptions, subscribe::DirectProcess};
+///
+/// # async fn demo() -> Result<(), lax_client::Error> {
+/// let client = LaxClient::connect(ClientOptions::default()).await?;
+/// let clicks = client.subscribe_direct("events.click", None).await?;
+/// clicks
+///     .process_with(ProcessOptions::concurrency(4), |message| async move {
+///         println!("{} bytes on {}", message.payload.len(), message.subject);
+///         Ok::<_, lax_client::Error>(())
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub trait DirectProcess {
+    /// Runs `handler` on each message, one at a time, until the subscription ends.
+    ///
+    /// # Errors
+    ///
+    /// None today: a direct subscription ends without an error; kept for symmetry with
+    /// [`Subscription::process`].
+    fn process<F, Fut, E>(self, handler: F) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        Self: Sized,
+        F: FnMut(DirectMessage) -> Fut + Send,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: fmt::Display + Send,
+    {
+        self.process_with(ProcessOptions::default(), handler)
+    }
+
+    /// Runs `handler` on each message, up to `options.concurrency` at once, until the
+    /// subscription ends; `options.nack_delay` does not apply.
+    ///
+    /// # Errors
+    ///
+    /// As [`process`](Self::process).
+    fn process_with<F, Fut, E>(
+        self,
+        options: ProcessOptions,
+        handler: F,
+    ) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        F: FnMut(DirectMessage) -> Fut + Send,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: fmt::Display + Send;
+}
+
+impl DirectProcess for DirectSubscription {
+    async fn process_with<F, Fut, E>(
+        self,
+        options: ProcessOptions,
+        mut handler: F,
+    ) -> Result<(), Error>
+    where
+        F: FnMut(DirectMessage) -> Fut + Send,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: fmt::Display + Send,
+    {
+        let mut messages = self.map(Ok::<_, Error>);
+        for_each_concurrent(&mut messages, options.concurrency, |message| {
+            let id = message.message_id.clone().unwrap_or_default();
+            let (span, context) = process_span(&message.subject, &id, &message.headers);
+            let handled = span.in_scope(|| handler(message));
+            let handled = traced(span, context, handled);
+            async move {
+                if let Err(error) = handled.await {
+                    tracing::debug!(%error, "handler of a direct message failed");
+                }
+            }
+        })
+        .await
     }
 }
 

@@ -10,31 +10,14 @@ use std::{
 };
 
 use async_nats::jetstream::consumer::Info;
-use common::{DEADLINE, Env};
+use common::{DEADLINE, Env, create_stream};
 use futures::StreamExt as _;
 use lax_client::{
     BatchMessage, ConsumerGroupConfig, DeliverPolicy, ErrorKind, GroupJoin, Json, LaxClient,
     ProcessOptions, PublishOptions, ReceivedMessage, StartPosition, SubscribeOptions, Subscription,
 };
-use lax_proto::broker::v1::StreamConfig;
 use lax_testkit::{wait_for, wait_until};
 use serde::{Deserialize, Serialize};
-
-async fn create_stream(client: &LaxClient, name: &str, subject: &str) {
-    client
-        .admin()
-        .unwrap()
-        .create_stream(
-            name,
-            StreamConfig {
-                subjects: vec![subject.into()],
-                tier: "persistent".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("stream created");
-}
 
 async fn publish_all(
     client: &LaxClient,

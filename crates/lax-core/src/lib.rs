@@ -18,6 +18,10 @@
 //! Every layer's errors are small types (`CircuitOpen`, `Overloaded`, `Elapsed`) boxed as
 //! [`BoxError`], and [`Error::from_boxed`] classifies them.
 //!
+//! [`trace`] carries W3C trace context (`traceparent`, `tracestate`) in message headers and
+//! gives LAX's `tracing` spans (`lax.publish`, `lax.broker.publish`, `lax.broker.deliver`,
+//! `lax.process`) their W3C identity, so one trace runs from publish to processing.
+//!
 //! There are three ways in.
 //!
 //! ## 1. The default stack
@@ -130,6 +134,7 @@ pub mod stack;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod timeout;
+pub mod trace;
 pub mod validate;
 
 pub use error::{BoxError, Delivery, Error, ErrorKind};

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use crate::{error::Error, message::PublishRequest};
+use crate::{
+    error::Error,
+    message::PublishRequest,
+    trace::{TRACEPARENT_HEADER, TraceParent},
+};
 
 /// Limits a publish is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,12 +146,17 @@ pub fn validate_header(name: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks a whole publish request: subject, headers, header block size, payload size and
-/// timeout.
+/// Checks a whole publish request: subject, headers (a `traceparent` must follow the W3C
+/// format), header block size, payload size and timeout.
 pub fn validate_request(request: &PublishRequest, limits: &Limits) -> Result<(), Error> {
     validate_publish_subject(&request.subject, limits.max_subject_len)?;
     for (name, value) in request.headers.iter() {
         validate_header(name, value)?;
+        if name.eq_ignore_ascii_case(TRACEPARENT_HEADER) {
+            value.parse::<TraceParent>().map_err(|invalid| {
+                Error::invalid_input(invalid.to_string()).with_source(invalid)
+            })?;
+        }
     }
     let header_bytes = request.headers.wire_len();
     if header_bytes > limits.max_header_bytes {
@@ -258,7 +267,19 @@ mod tests {
         assert!(validate_request(&zero, &limits).is_err());
         let bad_header = ok.clone().with_header("bad name", "v");
         assert!(validate_request(&bad_header, &limits).is_err());
-        let no_id = ok.with_message_id("");
+        let no_id = ok.clone().with_message_id("");
         assert!(validate_request(&no_id, &limits).is_err());
+        let traced = ok.clone().with_header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        assert!(validate_request(&traced, &limits).is_ok());
+        let badly_traced = ok.with_header("TraceParent", "00-not-a-trace");
+        let refused = validate_request(&badly_traced, &limits).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::InvalidInput);
+        assert!(
+            refused.message().contains("invalid traceparent"),
+            "{refused}"
+        );
     }
 }

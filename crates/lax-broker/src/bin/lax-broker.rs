@@ -5,6 +5,11 @@
 
 use std::process::ExitCode;
 
+/// jemalloc, with its background threads purging freed pages: the broker's RSS comes back
+/// after a burst of subscribers ends (glibc's malloc kept it; see docs/CONSUMING.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::Parser;
 use lax_broker::{
     Broker, BrokerConfig, BrokerError,

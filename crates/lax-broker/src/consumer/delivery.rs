@@ -5,7 +5,7 @@
 //! away or the broker shuts down, gives every message it still holds back to the group at
 //! once.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
     self, AckKind, ErrorCode,
@@ -14,7 +14,10 @@ use async_nats::jetstream::{
 };
 use bytes::Bytes;
 use futures::StreamExt as _;
-use lax_core::{MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, TRACE_ID_HEADER};
+use lax_core::{
+    Headers, MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, TRACE_ID_HEADER,
+    trace::{self, TraceContext},
+};
 use lax_proto::broker::v1 as pb;
 use tokio::{
     sync::{Notify, mpsc},
@@ -22,6 +25,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+use tracing::{Instrument as _, Span, field::Empty};
 
 use super::{
     credit::{Credit, Held},
@@ -30,7 +34,7 @@ use super::{
     ledger::{Ledger, Pending, Registry},
     outbox::Outgoing,
 };
-use crate::{error::ApiError, jsapi::JsApi, timestamp};
+use crate::{error::ApiError, jsapi::JsApi, metrics::ConsumerCounters, timestamp};
 
 /// How long one pull request waits for messages. Pulls are short so that a subscription
 /// ending mid-pull has few messages in flight to give back, and a dead server is noticed.
@@ -78,6 +82,7 @@ pub(crate) struct Subscription {
     pub(crate) queue: mpsc::Sender<Result<Outgoing, Status>>,
     pub(crate) drained: Arc<Notify>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) counters: ConsumerCounters,
 }
 
 impl Subscription {
@@ -227,17 +232,37 @@ impl Subscription {
             }
         };
         let delivery = u64::try_from(info.delivered).unwrap_or(0);
+        let span = tracing::info_span!(
+            parent: None,
+            "lax.broker.deliver",
+            subject = %message.subject,
+            stream = info.stream,
+            sequence = info.stream_sequence,
+            consumer = %self.consumer_name,
+            subscription = self.ledger.id(),
+            delivery,
+            message_id = Empty,
+            outcome = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+            parent_span_id = Empty,
+            invalid_traceparent = Empty,
+        );
         if let Some(max_deliver) = self.settings.max_deliver
             && delivery > max_deliver
         {
             drop(held);
-            self.dead_letter(&message, &info).await;
+            span.record("outcome", "dead_lettered");
+            self.dead_letter(&message, &info).instrument(span).await;
             return None;
         }
         let Some(reply) = message.reply.clone() else {
             tracing::warn!(subject = %message.subject, "pulled a message without an ack subject; skipping it");
             return None;
         };
+        if delivery > 1 {
+            self.counters.redeliveries.increment(1);
+        }
         let ack_id = self.ledger.ack_id(info.stream_sequence, delivery);
         let converted = to_proto(
             &message,
@@ -248,6 +273,7 @@ impl Subscription {
             } else {
                 String::new()
             },
+            &span,
         );
         self.ledger.record(
             ack_id.clone(),
@@ -257,16 +283,26 @@ impl Subscription {
             message: converted,
             ack_on_delivery: (!self.settles_itself).then_some(ack_id),
         };
-        tokio::select! {
+        let stop = tokio::select! {
             stop = self.stopped() => Some(stop),
             sent = self.queue.send(Ok(outgoing)) => sent.err().map(|_| Stop::ClientGone),
-        }
+        };
+        span.record(
+            "outcome",
+            if stop.is_none() {
+                "delivered"
+            } else {
+                "not_delivered"
+            },
+        );
+        stop
     }
 
     async fn dead_letter(&self, message: &jetstream::Message, info: &Info<'_>) {
         let custom = self.settings.dead_letter_subject.as_deref();
         match self.dead_letters.publish(message, info, custom).await {
             Ok(target) => {
+                self.counters.dead_letters.increment(1);
                 tracing::info!(stream = info.stream, sequence = info.stream_sequence, consumer = info.consumer, %target, "dead-lettered a message");
                 if let Err(e) = message.ack_with(AckKind::Term).await {
                     // It comes back and is dead-lettered again; JetStream de-duplicates.
@@ -348,14 +384,18 @@ fn message_size(message: &jetstream::Message) -> usize {
     message.length + message.subject.len()
 }
 
-/// The `broker.v1.Message` of one delivery.
+/// The `broker.v1.Message` of one delivery. Its `traceparent` names the
+/// `lax.broker.deliver` `span` when that is traced (a child of the stored message's
+/// context, else a new trace); untraced, the stored context passes through. `trace_id` is
+/// the `Trace-Id` header, else the W3C trace id, for clients that read only the field.
 fn to_proto(
     message: &jetstream::Message,
     info: &Info<'_>,
     delivery: u64,
     ack_id: String,
+    span: &Span,
 ) -> pb::Message {
-    let headers: HashMap<String, String> = message
+    let mut headers: Headers = message
         .headers
         .iter()
         .flat_map(|headers| headers.iter())
@@ -365,16 +405,32 @@ fn to_proto(
                 .map(|value| (name.to_string(), value.as_str().to_owned()))
         })
         .collect();
-    let header = |name: &str| headers.get(name).cloned();
+    let id = headers
+        .get(MESSAGE_ID_HEADER)
+        .or_else(|| headers.get(NATS_MSG_ID_HEADER))
+        .unwrap_or_default()
+        .to_owned();
+    span.record("message_id", id.as_str());
+    let context = if span.is_disabled() {
+        TraceContext::from_headers(&headers).ok().flatten()
+    } else {
+        let context = trace::identify(span, trace::received(span, &headers));
+        if let Some(context) = &context {
+            context.inject(&mut headers);
+        }
+        context
+    };
+    let trace_id = match headers.get(TRACE_ID_HEADER) {
+        Some(trace_id) => trace_id.to_owned(),
+        None => context.map_or_else(String::new, |c| c.parent.trace_id.to_string()),
+    };
     pb::Message {
-        id: header(MESSAGE_ID_HEADER)
-            .or_else(|| header(NATS_MSG_ID_HEADER))
-            .unwrap_or_default(),
+        id,
         subject: message.subject.to_string(),
         payload: message.payload.clone(),
         timestamp: Some(timestamp::from_datetime(info.published)),
-        trace_id: header(TRACE_ID_HEADER).unwrap_or_default(),
-        headers,
+        trace_id,
+        headers: headers.into_iter().collect(),
         sequence: info.stream_sequence,
         delivery_count: delivery,
         redelivered: delivery > 1,

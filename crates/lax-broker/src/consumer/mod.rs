@@ -49,6 +49,7 @@ mod credit;
 pub mod dead_letter;
 mod delivery;
 mod group;
+pub(crate) mod lag;
 mod ledger;
 mod outbox;
 mod spec;
@@ -241,6 +242,7 @@ impl ConsumerGroups {
         let (queue, outbox) = mpsc::channel(spec.prefetch);
         let drained = Arc::new(Notify::new());
         tracing::debug!(subscription = ledger.id(), %stream, consumer = %consumer_name, subject = %spec.subject, "subscribed");
+        let counters = inner.metrics.consumer_counters(&stream, &consumer_name);
         let subscription = Subscription {
             consumer,
             api: inner.api.clone(),
@@ -259,6 +261,7 @@ impl ConsumerGroups {
             queue,
             drained: Arc::clone(&drained),
             shutdown: inner.shutdown.clone(),
+            counters,
         };
         tokio::spawn(subscription.run());
         Ok(Box::pin(Outbox::new(
@@ -266,6 +269,7 @@ impl ConsumerGroups {
             ledger,
             drained,
             inner.client.clone(),
+            inner.metrics.grpc_stream_opened("Subscribe"),
         )))
     }
 

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc};
 use tonic::Status;
 
 use super::ledger::Ledger;
+use crate::metrics::OpenStream;
 
 /// One queued message.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub(crate) struct Outbox {
     drained: Arc<Notify>,
     /// Where acks on delivery go out.
     client: async_nats::Client,
+    /// Counts the Subscribe stream as open while tonic holds it.
+    _open: OpenStream,
 }
 
 impl Outbox {
@@ -45,12 +48,14 @@ impl Outbox {
         ledger: Arc<Ledger>,
         drained: Arc<Notify>,
         client: async_nats::Client,
+        open: OpenStream,
     ) -> Self {
         Outbox {
             queue,
             ledger,
             drained,
             client,
+            _open: open,
         }
     }
 }

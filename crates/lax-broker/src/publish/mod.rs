@@ -27,6 +27,7 @@ use async_nats::{
 use bytes::Bytes;
 use lax_core::{
     Headers, Limits, MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, TRACE_ID_HEADER, Tier,
+    trace::{self, TraceContext},
     validate::validate_request,
 };
 use lax_proto::broker::v1 as pb;
@@ -35,6 +36,7 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 use tonic::Code;
+use tracing::Span;
 
 use crate::{
     error::{PublishFailure, code_for_jetstream, is_transient_jetstream},
@@ -52,7 +54,7 @@ pub const KEY_HEADER: &str = "Lax-Key";
 pub(crate) struct Prepared {
     pub(crate) message_id: String,
     pub(crate) tier: Tier,
-    subject: String,
+    pub(crate) subject: String,
     headers: HeaderMap,
     payload: Bytes,
     /// How long to wait for the ack (the request's `timeout_ms` or the broker default).
@@ -127,6 +129,11 @@ impl PublishCore {
         &self.metrics
     }
 
+    /// The stream a publish on `subject` went to, if the router still knows it.
+    pub(crate) fn known_stream(&self, subject: &str) -> Option<String> {
+        self.router.known_stream(subject)
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
     }
@@ -161,14 +168,15 @@ impl PublishCore {
     }
 
     /// Checks a request and builds the message: message id, headers (`Nats-Msg-Id`,
-    /// `Trace-Id`, `Lax-Key`), tier and ack timeout. `defaults` stand in for missing options.
-    /// The caller's `grant` must allow the subject; nothing of a refused message reaches
-    /// JetStream.
+    /// `Trace-Id`, `Lax-Key`, and `traceparent` naming `span` when it is traced), tier and
+    /// ack timeout. `defaults` stand in for missing options. The caller's `grant` must allow
+    /// the subject; nothing of a refused message reaches JetStream.
     pub(crate) fn prepare(
         &self,
         request: pb::PublishRequest,
         defaults: Option<&pb::PublishOptions>,
         grant: &Grant,
+        span: &Span,
     ) -> Result<Prepared, Refused> {
         let message_id = message_id_of(&request);
         let refuse = |tier, failure| Refused {
@@ -225,6 +233,16 @@ impl PublishCore {
         };
         validate_request(&core_request, &self.limits())
             .map_err(|e| refuse(Some(tier), PublishFailure::from_core(&e)))?;
+        let mut core_request = core_request;
+        if !span.is_disabled() {
+            // Validated above: a malformed `traceparent` was refused.
+            let incoming = TraceContext::from_headers(&core_request.headers)
+                .ok()
+                .flatten();
+            if let Some(context) = trace::identify(span, incoming) {
+                context.inject(&mut core_request.headers);
+            }
+        }
         let mut nats_headers = HeaderMap::new();
         for (name, value) in core_request.headers.iter() {
             nats_headers.insert(name, value);

@@ -10,6 +10,7 @@ use lax_proto::broker::v1::{self as pb, broker_service_server::BrokerService};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::{Instrument as _, field::Empty};
 
 use crate::{
     consumer::ConsumerGroups,
@@ -105,6 +106,9 @@ impl Outcome {
 
 /// Publishes one request end to end: prepare, send, await the ack; records the figures.
 /// `send` runs now; the returned future awaits the ack, so callers can pipeline.
+///
+/// Each message has a `lax.broker.publish` span, a child of the request's `traceparent`
+/// (else the root of a new trace), whose context the stored message carries on.
 pub(crate) async fn start_publish(
     core: &Arc<PublishCore>,
     rpc: &'static str,
@@ -114,18 +118,46 @@ pub(crate) async fn start_publish(
     grant: &Grant,
 ) -> BoxFuture<'static, Outcome> {
     let started = StdInstant::now();
-    let prepared = match core.prepare(request, defaults, grant) {
+    let span = tracing::info_span!(
+        parent: None,
+        "lax.broker.publish",
+        rpc,
+        subject = %request.subject,
+        message_id = Empty,
+        tier = Empty,
+        stream = Empty,
+        sequence = Empty,
+        duplicate = Empty,
+        outcome = Empty,
+        code = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+        parent_span_id = Empty,
+    );
+    let prepared = match core.prepare(request, defaults, grant, &span) {
         Ok(prepared) => prepared,
         Err(refused) => {
             let tier = refused.tier.map_or("unknown", |t| t.as_str());
             record(core, rpc, tier, &refused.failure.code, started);
+            core.metrics()
+                .stream_publish(None, &crate::metrics::code_label(refused.failure.code));
+            span.record("message_id", refused.message_id.as_str());
+            record_failure(&span, "refused", &refused.failure);
             return futures::future::ready(Outcome::refused(refused)).boxed();
         }
     };
     let message_id = prepared.message_id.clone();
     let tier = prepared.tier;
-    let sent = core.send(prepared, call_deadline).await;
+    // For the stream label of a failure, which names no stream.
+    let subject = prepared.subject.clone();
+    span.record("message_id", message_id.as_str());
+    span.record("tier", tier.as_str());
+    let sent = core
+        .send(prepared, call_deadline)
+        .instrument(span.clone())
+        .await;
     let core = Arc::clone(core);
+    let waiting = span.clone();
     async move {
         let result = match sent {
             Ok(in_flight) => in_flight.wait().await,
@@ -140,15 +172,32 @@ pub(crate) async fn start_publish(
                 };
                 core.metrics()
                     .publish(rpc, tier.as_str(), result, started.elapsed());
+                core.metrics().stream_publish(Some(&stored.stream), result);
+                span.record("stream", stored.stream.as_str());
+                span.record("sequence", stored.sequence);
+                span.record("duplicate", stored.duplicate);
+                span.record("outcome", result);
             }
-            Err(failure) => record(&core, rpc, tier.as_str(), &failure.code, started),
-        }
-        if let Err(failure) = &result {
-            tracing::debug!(%message_id, rpc, %failure, "publish failed");
+            Err(failure) => {
+                record(&core, rpc, tier.as_str(), &failure.code, started);
+                core.metrics().stream_publish(
+                    core.known_stream(&subject).as_deref(),
+                    &crate::metrics::code_label(failure.code),
+                );
+                record_failure(&span, "error", failure);
+                tracing::debug!(%message_id, rpc, %failure, "publish failed");
+            }
         }
         Outcome { message_id, result }
     }
+    .instrument(waiting)
     .boxed()
+}
+
+/// Records a failed publish on its `lax.broker.publish` span.
+fn record_failure(span: &tracing::Span, outcome: &'static str, failure: &PublishFailure) {
+    span.record("outcome", outcome);
+    span.record("code", crate::metrics::code_label(failure.code));
 }
 
 fn record(core: &PublishCore, rpc: &'static str, tier: &str, code: &Code, started: StdInstant) {

@@ -54,6 +54,7 @@ async fn serve(
     shutdown: CancellationToken,
     acks: mpsc::Sender<Result<pb::PublishAck, Status>>,
 ) {
+    let _open = core.metrics().grpc_stream_opened("StreamPublish");
     let mut pending = FuturesUnordered::new();
     let mut reading = true;
     let mut end_status: Option<Status> = None;

@@ -6,7 +6,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use async_nats::jetstream;
 use lax_broker::{Broker, BrokerConfig, RunningBroker};
-use lax_client::ClientOptions;
+use lax_client::{ClientOptions, LaxClient};
+use lax_proto::broker::v1::StreamConfig;
 use lax_testkit::NatsServer;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
@@ -83,6 +84,23 @@ impl Env {
         assert!(self.broker.is_none(), "stop the broker first");
         self.broker = Some(start_broker(&self.nats.url(), self.broker_addr).await);
     }
+}
+
+/// Creates the persistent stream `name` on `subject` through the broker.
+pub(crate) async fn create_stream(client: &LaxClient, name: &str, subject: &str) {
+    client
+        .admin()
+        .unwrap()
+        .create_stream(
+            name,
+            StreamConfig {
+                subjects: vec![subject.into()],
+                tier: "persistent".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("stream created");
 }
 
 async fn start_broker(nats_url: &str, listen: SocketAddr) -> RunningBroker {

@@ -173,7 +173,7 @@ impl<S> Retry<S> {
 impl<S, Req> Service<Req> for Retry<S>
 where
     S: Service<Req> + Clone,
-    S::Error: ClassifyError + Into<BoxError>,
+    S::Error: ClassifyError + std::fmt::Display + Into<BoxError>,
     Req: RetryRequest,
 {
     type Response = S::Response;

@@ -140,26 +140,39 @@ impl RetryPolicy {
 impl<Req, Res, E> Policy<Req, Res, E> for RetryPolicy
 where
     Req: RetryRequest,
-    E: ClassifyError,
+    E: ClassifyError + std::fmt::Display,
 {
     type Future = Sleep;
 
+    /// Called after every attempt: each one is a `lax.publish.attempt` event (inside the
+    /// `lax.publish` span when the publish runs in one, which also records `attempts`).
     fn retry(&mut self, _request: &mut Req, result: &mut Result<Res, E>) -> Option<Sleep> {
-        let error = result.as_ref().err()?;
-        self.attempts += 1;
-        if self.attempts >= self.max_attempts || !error.is_retryable() {
+        let attempt = self.attempts + 1;
+        tracing::Span::current().record("attempts", attempt);
+        let Err(error) = result else {
+            tracing::debug!(name: "lax.publish.attempt", attempt, outcome = "ok");
+            return None;
+        };
+        self.attempts = attempt;
+        let retryable = error.is_retryable();
+        if attempt >= self.max_attempts || !retryable {
+            tracing::debug!(name: "lax.publish.attempt", attempt, outcome = "error", %error, retryable, "giving up");
             return None;
         }
-        let delay = self.jittered(self.scheduled_delay(self.attempts));
+        let delay = self.jittered(self.scheduled_delay(attempt));
         let wake = Instant::now() + delay;
         if self.deadline.is_some_and(|deadline| wake >= deadline) {
             tracing::debug!(
-                attempts = self.attempts,
-                "not retrying: the backoff would end past the publish deadline"
+                name: "lax.publish.attempt",
+                attempt,
+                outcome = "error",
+                %error,
+                retryable,
+                "giving up: the backoff would end past the publish deadline"
             );
             return None;
         }
-        tracing::debug!(attempt = self.attempts + 1, ?delay, "retrying publish");
+        tracing::debug!(name: "lax.publish.attempt", attempt, outcome = "error", %error, retryable, ?delay, "retrying");
         Some(tokio::time::sleep_until(wake))
     }
 

@@ -262,3 +262,53 @@ fn invalid_configs_are_config_errors() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_attempt_is_an_event_inside_the_publish_span() {
+    use tracing::Instrument as _;
+
+    use crate::trace::capture::Capture;
+
+    let capture = Capture::default();
+    let _default = tracing::subscriber::set_default(capture.clone());
+    let span = tracing::info_span!("lax.publish", attempts = tracing::field::Empty);
+    let (inner, mut handle) = mock::pair();
+    let service = RetryLayer::new(EXACT).unwrap().layer(inner);
+    // The publish runs in the span, as the client's does; the mock answers outside it.
+    let publish = service.oneshot(request()).instrument(span);
+    let answered = answer(
+        &mut handle,
+        Instant::now(),
+        vec![Error::unavailable("connection reset")],
+    );
+    let (receipt, seen) = tokio::join!(publish, answered);
+    receipt.unwrap();
+    assert_eq!(seen.len(), 2);
+
+    let captured = capture.captured();
+    let attempts: Vec<_> = captured
+        .events
+        .iter()
+        .filter(|event| event.name == "lax.publish.attempt")
+        .collect();
+    assert_eq!(attempts.len(), 2, "{:#?}", captured.events);
+    let field = |at: usize, name: &str| attempts[at].field(name).map(str::to_owned);
+    assert_eq!(field(0, "attempt").as_deref(), Some("1"));
+    assert_eq!(field(0, "outcome").as_deref(), Some("error"));
+    assert_eq!(field(0, "retryable").as_deref(), Some("true"));
+    assert_eq!(field(0, "delay").as_deref(), Some("100ms"));
+    assert!(field(0, "error").unwrap().contains("connection reset"));
+    assert_eq!(field(1, "attempt").as_deref(), Some("2"));
+    assert_eq!(field(1, "outcome").as_deref(), Some("ok"));
+    let publish_span = captured
+        .spans
+        .iter()
+        .position(|span| span.name == "lax.publish")
+        .unwrap();
+    assert!(
+        attempts
+            .iter()
+            .all(|event| event.within == Some(publish_span))
+    );
+    assert_eq!(captured.spans[publish_span].field("attempts"), Some("2"));
+}
