@@ -168,6 +168,7 @@ impl BrokerBuilder {
             metrics.clone(),
             shutdown.clone(),
         ));
+        let publish_connection = connected_rx.clone();
         let connect_timeout = Duration::from_millis(config.nats_connect_timeout_ms);
         let both_up = async {
             let (mut publish, mut consume) = (connected_rx, consume_connected_rx);
@@ -198,6 +199,7 @@ impl BrokerBuilder {
         ));
         let core = Arc::new(PublishCore::new(
             client.clone(),
+            publish_connection,
             publishing,
             Arc::clone(&router),
             PublishSettings {

@@ -1,38 +1,55 @@
-//! Fault tests on a 3-node JetStream cluster, through `LaxClient` with its default retry,
-//! breaker and timeout options: nodes are SIGKILLed under a steady replicated load, and every
-//! message is counted by id — acked, stored, lost (acked but not stored), duplicated (stored
-//! more than once) — and printed.
+//! Fault tests on a 3-node JetStream cluster, through `LaxClient`: nodes are SIGKILLed under a
+//! steady replicated load, and every message is counted by id — acked, stored, lost (acked but
+//! not stored), duplicated (stored more than once) — and printed.
+//!
+//! Every wait has a deadline: a publish that does not return, a cluster that does not serve
+//! again or a stream that cannot be read back fails the test with a message, never hangs it.
 //!
 //! The test binary is named `cluster` so that nextest runs these one at a time
 //! (`.config/nextest.toml`).
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+#[path = "support/load.rs"]
+mod load;
+
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{
     self,
-    consumer::{DeliverPolicy, pull},
     stream::{Config, StorageType},
 };
-use futures::StreamExt as _;
 use lax_broker::{Broker, BrokerConfig, RunningBroker};
-use lax_client::{BreakerState, ClientOptions, Error, LaxClient, PublishOptions, Tier};
-use lax_testkit::{NatsCluster, create_stream_with_retry, wait_for, wait_until};
+use lax_client::{BreakerState, ClientOptions, ClientOptionsBuilder, ErrorKind, LaxClient, Tier};
+use lax_testkit::{
+    Counts, NatsCluster, create_stream_with_retry, stored_ids, wait_for, wait_until,
+};
+
+use crate::load::{Load, LoadSpec, Tally};
 
 const STREAM: &str = "FAULTS";
 const PUBLISHERS: usize = 8;
+
+/// Replicated publishes from [`PUBLISHERS`] tasks, each bounded by `timeout` (the client's
+/// `retry_budget` when `None`).
+fn replicated_load(client: &LaxClient, timeout: Option<Duration>) -> Load {
+    let spec = LoadSpec {
+        publishers: PUBLISHERS,
+        tier: Tier::Replicated,
+        subject_prefix: "faults",
+        timeout,
+    };
+    Load::start(client, spec, WAIT)
+}
 /// Acks wanted before the fault, and again after it, so the failover happens under load and
 /// the cluster is shown to serve again afterwards.
 const ACKS_EACH_SIDE: usize = 300;
-const WAIT: Duration = Duration::from_secs(60);
+/// The longest any one step may take before the test fails (a cluster start, an election
+/// plus the acks after it, reading the stream back).
+const WAIT: Duration = Duration::from_secs(45);
+/// What a publish may overrun its own deadline by on a loaded 2-core machine before the
+/// test calls it a missed deadline.
+const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 
-/// A cluster, an in-process broker on it, a `LaxClient` with default options and an R3 stream.
+/// A cluster, an in-process broker on it, a `LaxClient` and an R3 stream.
 struct Rig {
     cluster: NatsCluster,
     _broker: RunningBroker,
@@ -41,7 +58,13 @@ struct Rig {
 }
 
 impl Rig {
+    /// The rig with the client's default options: the retry budget, breaker and timeouts
+    /// under test.
     async fn start() -> Rig {
+        Rig::start_with(|options| options).await
+    }
+
+    async fn start_with(options: impl FnOnce(ClientOptionsBuilder) -> ClientOptionsBuilder) -> Rig {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -68,13 +91,14 @@ impl Rig {
         )
         .await
         .expect("R3 stream");
-        // Default options: the retry budget, breaker and timeouts under test.
-        let options = ClientOptions::builder()
-            .nats_urls(cluster.urls())
-            .broker_addr(format!("http://{}", broker.grpc_addr()))
-            .enable_metrics(false)
-            .build()
-            .expect("valid options");
+        let options = options(
+            ClientOptions::builder()
+                .nats_urls(cluster.urls())
+                .broker_addr(format!("http://{}", broker.grpc_addr()))
+                .enable_metrics(false),
+        )
+        .build()
+        .expect("valid options");
         let client = LaxClient::connect(options).await.expect("client connects");
         Rig {
             cluster,
@@ -86,13 +110,13 @@ impl Rig {
 
     /// The node index of the stream's current leader (nodes are named `n<i>`).
     async fn stream_leader(&self) -> usize {
-        let mut stream = self.js.get_stream(STREAM).await.expect("stream");
-        let info = stream.info().await.expect("stream info");
-        let leader = info
-            .cluster
-            .as_ref()
-            .and_then(|c| c.leader.clone())
-            .expect("the stream has a leader");
+        let leader = wait_for(WAIT, || async {
+            let mut stream = self.js.get_stream(STREAM).await.ok()?;
+            let info = stream.info().await.ok()?;
+            info.cluster.as_ref()?.leader.clone()
+        })
+        .await
+        .expect("the stream has a leader");
         leader
             .strip_prefix('n')
             .and_then(|i| i.parse().ok())
@@ -100,150 +124,19 @@ impl Rig {
     }
 }
 
-/// What a load run saw.
-#[derive(Debug, Default)]
-struct Tally {
-    acked: HashSet<String>,
-    errors: Vec<String>,
-}
-
-/// Replicated publishes from [`PUBLISHERS`] tasks, each message with a unique id, until
-/// stopped.
-struct Load {
-    tally: Arc<Mutex<Tally>>,
-    acks: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(client: &LaxClient) -> Load {
-        let tally = Arc::new(Mutex::new(Tally::default()));
-        let acks = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..PUBLISHERS)
-            .map(|p| {
-                let (client, tally, acks, stop) =
-                    (client.clone(), tally.clone(), acks.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let id = format!("p{p}-{n}");
-                        n += 1;
-                        let options = PublishOptions::tier(Tier::Replicated).message_id(&id);
-                        let result = client
-                            .publish_with(format!("faults.{p}"), id.clone(), options)
-                            .await;
-                        let mut tally = tally.lock().unwrap();
-                        match result {
-                            Ok(_) => {
-                                tally.acked.insert(id);
-                                acks.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => tally.errors.push(describe(&e)),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            tally,
-            acks,
-            stop,
-            tasks,
-        }
-    }
-
-    fn acks(&self) -> usize {
-        self.acks.load(Ordering::Relaxed)
-    }
-
-    async fn wait_for_acks(&self, more: usize) {
-        let target = self.acks() + more;
-        wait_until(WAIT, || async { self.acks() >= target })
-            .await
-            .unwrap_or_else(|_| panic!("{target} acks within {WAIT:?}; got {}", self.acks()));
-    }
-
-    async fn stop(self) -> Tally {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.expect("publisher task");
-        }
-        Arc::try_unwrap(self.tally)
-            .expect("tasks are done")
-            .into_inner()
-            .unwrap()
-    }
-}
-
-fn describe(error: &Error) -> String {
-    format!("{:?} ({:?}): {}", error.kind(), error.delivery(), error)
-}
-
-/// Every message id in the stream with how often it is stored.
-async fn stored_ids(js: &jetstream::Context) -> HashMap<String, usize> {
-    let stream = js.get_stream(STREAM).await.expect("stream");
-    let expected = wait_for_settled_count(js).await;
-    // Just after a fault the consumer's placement may time out: ask again until it is made.
-    let consumer = wait_for(WAIT, || async {
-        stream
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .ok()
-    })
-    .await
-    .expect("a consumer to read the stream back");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut ids = HashMap::new();
-    let mut seen = 0;
-    while seen < expected {
-        let message = tokio::time::timeout(WAIT, messages.next())
-            .await
-            .expect("reading the stream back")
-            .expect("a message")
-            .expect("a readable message");
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.as_str().to_owned())
-            .expect("every message has an id");
-        *ids.entry(id).or_insert(0) += 1;
-        seen += 1;
-    }
-    ids
-}
-
-/// The stream's message count, asked until its leader answers.
-async fn wait_for_settled_count(js: &jetstream::Context) -> u64 {
-    wait_for(WAIT, || async {
-        let mut stream = js.get_stream(STREAM).await.ok()?;
-        stream.info().await.ok().map(|i| i.state.messages)
-    })
-    .await
-    .expect("the stream answers its info")
-}
-
-/// Acked, stored, lost and duplicated, printed and returned as (lost, duplicated).
-async fn count(name: &str, js: &jetstream::Context, tally: &Tally) -> (usize, usize) {
-    let stored = stored_ids(js).await;
-    let lost = tally
-        .acked
-        .iter()
-        .filter(|id| !stored.contains_key(*id))
-        .count();
-    let duplicated: usize = stored.values().map(|n| n - 1).sum();
+/// Acked, stored, lost and duplicated (counted by id), printed with the caller errors.
+async fn count(name: &str, js: &jetstream::Context, tally: &Tally) -> Counts {
+    let stored = stored_ids(js, STREAM, "Nats-Msg-Id", WAIT)
+        .await
+        .expect("the stream is read back");
+    let counts = Counts::of(tally.acked.iter().map(String::as_str), &stored);
     println!(
-        "{name}: acked {} stored {} lost {lost} duplicated {duplicated} caller errors {}",
-        tally.acked.len(),
-        stored.values().sum::<usize>(),
-        tally.errors.len()
+        "{name}: {counts}, caller errors {} {:?}, slowest publish {:?}",
+        tally.errors.len(),
+        tally.errors_by_kind(),
+        tally.slowest,
     );
-    (lost, duplicated)
+    counts
 }
 
 /// Which node a fault kills, given the stream leader's index.
@@ -256,7 +149,7 @@ enum Victim {
 /// closed, nothing acked lost, no id stored twice.
 async fn kill_under_load_unnoticed(victim: Victim, name: &str) {
     let mut rig = Rig::start().await;
-    let load = Load::start(&rig.client);
+    let load = replicated_load(&rig.client, None);
     load.wait_for_acks(ACKS_EACH_SIDE).await;
     let leader = rig.stream_leader().await;
     let node = match victim {
@@ -272,22 +165,105 @@ async fn kill_under_load_unnoticed(victim: Victim, name: &str) {
     );
     let breaker = rig.client.broker_breaker_state();
     let tally = load.stop().await;
-    let (lost, duplicated) = count(name, &rig.js, &tally).await;
-    assert!(tally.errors.is_empty(), "caller errors: {:?}", tally.errors);
+    let counts = count(name, &rig.js, &tally).await;
+    let errors: Vec<_> = tally.errors.iter().map(|f| &f.text).collect();
+    assert!(errors.is_empty(), "caller errors: {errors:?}");
     assert_ne!(breaker, Some(BreakerState::Open), "the breaker opened");
-    assert_eq!((lost, duplicated), (0, 0));
+    assert_eq!((counts.lost, counts.duplicated), (0, 0), "{counts}");
 }
 
 /// A killed stream leader is an election, not an error.
-#[ignore = "ran past 120 s once in a full-suite run (passes alone in ~7 s; not yet explained): run with `cargo nextest run -p lax-client --test cluster --run-ignored all`"]
+#[ignore = "failed 2 runs of 3 since main gained issue 18 (never hangs: an assertion after ~40 s): \
+            when the election outlasts the in-flight attempts' 5 s, 10 consecutive attempt \
+            timeouts open the broker breaker (docs/RELIABILITY.md); run with \
+            `cargo nextest run --workspace --all-features -E 'package(lax-client) & binary(cluster)' --run-ignored all`"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_is_not_an_error() {
     kill_under_load_unnoticed(Victim::Leader, "leader kill").await;
 }
 
 /// A killed follower changes nothing a caller can see.
-#[ignore = "ran past 120 s once in a full-suite run (passes alone in ~7 s; not yet explained): run with `cargo nextest run -p lax-client --test cluster --run-ignored all`"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_kill_is_not_an_error() {
     kill_under_load_unnoticed(Victim::Follower, "follower kill").await;
+}
+
+/// The deadline of each publish in the quorum-loss test.
+const QUORUM_PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
+/// The breaker's rest in the quorum-loss test (the default is 30 s), so that the test sees
+/// it open during the outage and close again soon after.
+const QUORUM_BREAKER_REST: Duration = Duration::from_secs(1);
+
+/// 2 of 3 nodes down: the stream has no quorum. Every publish fails within its deadline with
+/// a typed retryable error (or fails fast on the open breaker), nothing hangs; the first ack
+/// comes within 10 s of the quorum returning; resending the failed ids leaves no duplicates
+/// and nothing acked is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_loss_fails_within_the_deadline_and_recovers() {
+    let name = "quorum loss";
+    let mut rig =
+        Rig::start_with(|options| options.circuit_breaker_timeout(QUORUM_BREAKER_REST)).await;
+    let load = replicated_load(&rig.client, Some(QUORUM_PUBLISH_TIMEOUT));
+    load.wait_for_acks(ACKS_EACH_SIDE).await;
+    let leader = rig.stream_leader().await;
+    let (first, second) = (leader, (leader + 1) % 3);
+    let errors_before = load.errors();
+    let killed_at = Instant::now();
+    rig.cluster.kill_node(first).await.expect("SIGKILL a node");
+    rig.cluster
+        .kill_node(second)
+        .await
+        .expect("SIGKILL a second node");
+    // Every publisher sees the outage more than once.
+    load.wait_for_errors(2 * PUBLISHERS).await;
+    let first_error_after = killed_at.elapsed();
+    wait_until(WAIT, || async {
+        rig.client.broker_breaker_state() == Some(BreakerState::Open)
+    })
+    .await
+    .expect("the broker-path breaker opens while the stream has no quorum");
+    let outage_errors = load.errors() - errors_before;
+
+    let restarting = Instant::now();
+    rig.cluster
+        .restart_node(first)
+        .await
+        .expect("the node comes back");
+    let quorum_back = Instant::now();
+    let acks = load.acks();
+    wait_until(WAIT, || async { load.acks() > acks })
+        .await
+        .expect("an ack after the quorum returns");
+    let first_ack = quorum_back.elapsed();
+    println!(
+        "{name}: n{first} and n{second} killed; {outage_errors} errors by {first_error_after:?}; \
+         n{first} restarted in {:?}; first ack {first_ack:?} after the quorum returned",
+        quorum_back - restarting
+    );
+    rig.cluster
+        .restart_node(second)
+        .await
+        .expect("the node comes back");
+    load.wait_for_acks(ACKS_EACH_SIDE).await;
+    wait_until(WAIT, || async {
+        rig.client.broker_breaker_state() == Some(BreakerState::Closed)
+    })
+    .await
+    .expect("the breaker closes again");
+    let tally = load.stop().await;
+    let counts = count(name, &rig.js, &tally).await;
+
+    assert!(
+        first_ack <= Duration::from_secs(10),
+        "first ack {first_ack:?} after the quorum returned"
+    );
+    tally.assert_failures_within(
+        &[
+            ErrorKind::Unavailable,
+            ErrorKind::TimedOut,
+            ErrorKind::CircuitOpen,
+        ],
+        QUORUM_PUBLISH_TIMEOUT + DEADLINE_SLACK,
+    );
+    assert_eq!((counts.lost, counts.duplicated), (0, 0), "{counts}");
 }

@@ -60,6 +60,7 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
+mod count;
 mod error;
 mod jetstream;
 pub mod monitor;
@@ -70,6 +71,7 @@ mod tls;
 mod wait;
 
 pub use cluster::{NatsCluster, NatsClusterBuilder};
+pub use count::{Counts, stored_ids};
 pub use error::TestkitError;
 pub use jetstream::{
     create_stream_with_retry, is_transient_create_error, is_transient_publish_error,

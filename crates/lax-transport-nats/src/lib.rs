@@ -45,6 +45,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod confirm;
 mod error;
 mod future;
 mod headers;

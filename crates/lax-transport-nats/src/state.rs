@@ -17,6 +17,8 @@ use async_nats::{ClientError, Event, ServerError};
 use metrics::{Counter, Gauge};
 use tokio::sync::{broadcast, watch};
 
+use crate::confirm::Confirmations;
+
 /// Events kept for a slow [`events`](crate::NatsPublisher::events) receiver before it lags.
 const EVENT_CAPACITY: usize = 256;
 
@@ -195,6 +197,8 @@ pub(crate) struct Monitor {
     /// Subjects the server recently refused a publish to, so that the next publish there
     /// fails as a refusal instead of vanishing.
     denied: Mutex<VecDeque<(String, Instant)>>,
+    /// Direct messages handed over and confirmed, to count what a disconnect may lose.
+    pub(crate) confirmations: Confirmations,
     metrics: MetricHandles,
 }
 
@@ -225,6 +229,7 @@ impl Monitor {
             has_connected: AtomicBool::new(false),
             offline_bytes: AtomicUsize::new(0),
             denied: Mutex::new(VecDeque::new()),
+            confirmations: Confirmations::new(metrics_prefix),
             metrics: MetricHandles {
                 connections: metrics::gauge!(format!("{metrics_prefix}_nats_connections")),
                 connection_errors: metrics::counter!(
@@ -258,7 +263,9 @@ impl Monitor {
         match ConnectionEvent::from_nats(event) {
             ConnectionEvent::Connected => self.connected(),
             ConnectionEvent::Disconnected => {
-                self.transition(ConnectionState::Disconnected, ConnectionEvent::Disconnected);
+                if self.transition(ConnectionState::Disconnected, ConnectionEvent::Disconnected) {
+                    self.confirmations.disconnected();
+                }
             }
             ConnectionEvent::Closed => self.closed(),
             ConnectionEvent::ReconnectAttemptsExhausted => {

@@ -9,7 +9,10 @@ pub(crate) mod deadline;
 
 use std::{
     future::IntoFuture as _,
-    sync::Arc,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -29,7 +32,7 @@ use lax_core::{
 };
 use lax_proto::broker::v1 as pb;
 use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
     time::{Instant, timeout_at},
 };
 use tonic::Code;
@@ -87,6 +90,12 @@ pub(crate) struct PublishSettings {
 #[derive(Debug)]
 pub(crate) struct PublishCore {
     client: async_nats::Client,
+    /// Follows the publish connection (true while it is up).
+    connection: watch::Receiver<bool>,
+    /// When a call first found the connection down, while it stays down.
+    outage_since: Mutex<Option<Instant>>,
+    /// Whether `outage_since` is set: the connected path checks this, not the lock.
+    outage_noted: AtomicBool,
     jetstream: jetstream::Context,
     router: Arc<StreamRouter>,
     inflight: Arc<Semaphore>,
@@ -97,6 +106,7 @@ pub(crate) struct PublishCore {
 impl PublishCore {
     pub(crate) fn new(
         client: async_nats::Client,
+        connection: watch::Receiver<bool>,
         jetstream: jetstream::Context,
         router: Arc<StreamRouter>,
         settings: PublishSettings,
@@ -104,6 +114,9 @@ impl PublishCore {
     ) -> Self {
         PublishCore {
             client,
+            connection,
+            outage_since: Mutex::new(None),
+            outage_noted: AtomicBool::new(false),
             jetstream,
             router,
             inflight: Arc::new(Semaphore::new(settings.max_inflight)),
@@ -123,6 +136,35 @@ impl PublishCore {
 
     pub(crate) fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    /// True when connected now, or again before `deadline` and within [`RECONNECT_GRACE`] of
+    /// the first call that found the connection down: a cluster node's death (the broker
+    /// reconnects to another node in well under a second) is then a pause for the caller,
+    /// not an error, while a real outage still fails fast once the grace has passed.
+    async fn wait_connected(&self, deadline: Instant) -> bool {
+        if self.is_connected() {
+            if self.outage_noted.load(Ordering::Relaxed) {
+                *self.outage() = None;
+                self.outage_noted.store(false, Ordering::Relaxed);
+            }
+            return true;
+        }
+        let since = *self.outage().get_or_insert_with(Instant::now);
+        self.outage_noted.store(true, Ordering::Relaxed);
+        let until = deadline.min(since + RECONNECT_GRACE);
+        let mut connection = self.connection.clone();
+        matches!(
+            timeout_at(until, connection.wait_for(|up| *up)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    fn outage(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // A timestamp: a panicking holder leaves nothing inconsistent.
+        self.outage_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Checks a request and builds the message: message id, headers (`Nats-Msg-Id`,
@@ -245,12 +287,12 @@ impl PublishCore {
             )
         })?;
         let permit = InflightPermit::new(permit, self.metrics.clone());
-        if !self.is_connected() {
+        let own_deadline = Instant::now() + prepared.ack_timeout;
+        let deadline = call_deadline.map_or(own_deadline, |d| d.min(own_deadline));
+        if !self.wait_connected(deadline).await {
             self.metrics.jetstream_error("disconnected");
             return Err(self.unreachable());
         }
-        let own_deadline = Instant::now() + prepared.ack_timeout;
-        let deadline = call_deadline.map_or(own_deadline, |d| d.min(own_deadline));
         let attempt = match self.dispatch(&prepared, deadline).await {
             Ok(sent) => Attempt::Sent(sent),
             Err(failure) if failure.transient => Attempt::Failed(failure),
@@ -455,6 +497,10 @@ enum Attempt {
 /// The first wait before sending again after a transient failure; it doubles up to
 /// [`TRANSIENT_RETRY_MAX`]. JetStream elects a stream leader within a few seconds (its
 /// election timeout is 4–9 s), so a publish checks about twice a second meanwhile.
+/// How long calls wait for a lost NATS connection to come back before the broker answers
+/// UNAVAILABLE at once; see [`PublishCore::wait_connected`].
+const RECONNECT_GRACE: Duration = Duration::from_secs(2);
+
 const TRANSIENT_RETRY_FIRST: Duration = Duration::from_millis(50);
 const TRANSIENT_RETRY_MAX: Duration = Duration::from_millis(500);
 
@@ -493,11 +539,15 @@ impl InFlight {
                     match core.await_ack(&prepared, &target, ack, deadline).await {
                         Ok(stored) => return Ok(stored),
                         Err(failure) if failure.code == Code::NotFound && !failure.maybe_stored => {
-                            match core
-                                .router
-                                .no_leader_or_gone(&prepared.subject, &target)
-                                .await
-                            {
+                            // Bounded like every other wait: a lookup JetStream does not
+                            // answer must not keep the call past its deadline.
+                            let check = within(
+                                deadline,
+                                core.router.no_leader_or_gone(&prepared.subject, &target),
+                            )
+                            .await
+                            .unwrap_or_else(|_| Some(core.lookup_timed_out()));
+                            match check {
                                 Some(no_leader) => no_leader,
                                 None if resolved_again => return Err(failure),
                                 None => {
@@ -524,7 +574,7 @@ impl InFlight {
             tracing::debug!(message_id = %prepared.message_id, %failure, ?pause, "sending again after a transient failure");
             tokio::time::sleep_until(retry_at).await;
             pause = (pause * 2).min(TRANSIENT_RETRY_MAX);
-            if !core.is_connected() {
+            if !core.wait_connected(deadline).await {
                 // NATS is down rather than electing: answer now, as every call does then.
                 return Err(core.unreachable().maybe_stored_if(maybe_stored));
             }
