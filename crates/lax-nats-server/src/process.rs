@@ -188,10 +188,12 @@ impl ServerProcess {
     ///
     /// When the process cannot be waited on.
     pub async fn exited(&mut self) -> io::Result<ExitStatus> {
+        // A steady 100 ms, not `wait_exit`'s fast backoff: this runs for a server's whole life.
         loop {
-            if let Some(status) = self.wait_exit(Duration::from_millis(100)).await? {
+            if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
