@@ -5,6 +5,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{ArgAction, Args};
+use tracing_subscriber::{Registry, layer::Identity};
 
 use crate::{BrokerConfig, Permissions, SecretString};
 
@@ -299,6 +300,12 @@ pub struct BrokerArgs {
         requires = "nats_tls_cert"
     )]
     pub nats_tls_key: Option<PathBuf>,
+
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector (e.g. http://otel-collector:4317):
+    /// the broker's spans (those `RUST_LOG` enables) are exported there in batches, the last
+    /// ones when the broker stops. Needs a build with the `opentelemetry` feature.
+    #[arg(long, env = "LAX_BROKER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl From<BrokerArgs> for BrokerConfig {
@@ -342,6 +349,7 @@ impl From<BrokerArgs> for BrokerConfig {
             nats_tls_ca: args.nats_tls_ca,
             nats_tls_cert: args.nats_tls_cert,
             nats_tls_key: args.nats_tls_key,
+            otlp_endpoint: args.otlp_endpoint,
             ..BrokerConfig::new(nats_urls)
         }
     }
@@ -350,17 +358,80 @@ impl From<BrokerArgs> for BrokerConfig {
 /// Sends `tracing` logs to stderr, filtered by `RUST_LOG` or else `default_filter`, in colour
 /// only on a terminal and never when `NO_COLOR` is set (<https://no-color.org>).
 pub fn init_logging(default_filter: &str) {
+    install_logging(default_filter, None::<Identity>);
+}
+
+/// What [`init_broker_logging`] set up; [`shutdown`](Self::shutdown) it after the broker
+/// stops.
+#[derive(Debug)]
+pub struct BrokerLogging {
+    #[cfg(feature = "opentelemetry")]
+    otlp: Option<lax_core::trace::OtlpTracing>,
+}
+
+impl BrokerLogging {
+    /// Sends the spans not yet exported to the OTLP collector, if there is one.
+    pub async fn shutdown(self) {
+        #[cfg(feature = "opentelemetry")]
+        if let Some(otlp) = self.otlp {
+            match otlp.shutdown().await {
+                Ok(()) => tracing::info!(endpoint = otlp.endpoint(), "spans exported"),
+                Err(error) => tracing::warn!(%error, "the last spans were not exported"),
+            }
+        }
+    }
+}
+
+/// [`init_logging`] for the broker's command lines: with
+/// [`otlp_endpoint`](BrokerConfig::otlp_endpoint) set, the spans the filter enables are also
+/// exported to that OpenTelemetry collector. Call it inside a Tokio runtime.
+///
+/// # Errors
+///
+/// [`BrokerError::Config`](crate::BrokerError::Config) when the endpoint is unusable, or set
+/// in a build without the `opentelemetry` feature.
+pub fn init_broker_logging(
+    default_filter: &str,
+    config: &BrokerConfig,
+) -> Result<BrokerLogging, crate::BrokerError> {
+    #[cfg(feature = "opentelemetry")]
+    {
+        let otlp = config.otlp_tracing()?;
+        install_logging(default_filter, otlp.as_ref().map(|otlp| otlp.layer()));
+        if let Some(otlp) = &otlp {
+            tracing::info!(endpoint = otlp.endpoint(), "exporting spans over OTLP");
+        }
+        Ok(BrokerLogging { otlp })
+    }
+    #[cfg(not(feature = "opentelemetry"))]
+    {
+        if let Some(endpoint) = &config.otlp_endpoint {
+            crate::config::check_otlp_endpoint(endpoint)?;
+        }
+        install_logging(default_filter, None::<Identity>);
+        Ok(BrokerLogging {})
+    }
+}
+
+/// Installs the subscriber: `export` (spans to a collector) under the filter, beside the
+/// stderr log.
+fn install_logging<L>(default_filter: &str, export: Option<L>)
+where
+    L: tracing_subscriber::Layer<Registry> + Send + Sync + 'static,
+{
     use std::io::IsTerminal as _;
-    use tracing_subscriber::EnvFilter;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
+    use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    tracing_subscriber::registry()
+        .with(export)
+        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(use_color(
+                    std::io::stderr().is_terminal(),
+                    std::env::var_os("NO_COLOR"),
+                )),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(use_color(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("NO_COLOR"),
-        ))
         .init();
 }
 

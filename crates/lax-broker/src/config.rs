@@ -161,6 +161,13 @@ pub struct BrokerConfig {
 
     /// PEM private key of `--nats-tls-cert`.
     pub nats_tls_key: Option<PathBuf>,
+
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector (e.g. `http://otel-collector:4317`)
+    /// to export the broker's spans to; needs the `opentelemetry` feature. The broker
+    /// library installs no subscriber: `lax broker` and `lax-broker` build the exporter with
+    /// [`BrokerConfig::otlp_tracing`], add its layer to their subscriber and send the last
+    /// spans when the broker stops; a program embedding the broker does the same.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -232,6 +239,7 @@ impl BrokerConfig {
             nats_tls_ca: None,
             nats_tls_cert: None,
             nats_tls_key: None,
+            otlp_endpoint: None,
         }
     }
 
@@ -289,6 +297,7 @@ impl BrokerConfig {
         nats_tls_ca: PathBuf,
         nats_tls_cert: PathBuf,
         nats_tls_key: PathBuf,
+        otlp_endpoint: String,
     );
 
     /// The NATS URLs to connect to: [`nats_urls`](Self::nats_urls), else
@@ -366,8 +375,40 @@ impl BrokerConfig {
         if self.max_request_bytes == 0 {
             return bad("max-request-bytes must be greater than 0");
         }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            check_otlp_endpoint(endpoint)?;
+        }
         security::validate(self)
     }
+
+    /// The span export of [`otlp_endpoint`](Self::otlp_endpoint), as service `lax-broker`
+    /// (unless `OTEL_SERVICE_NAME` says otherwise); `None` without an endpoint. Call it in
+    /// a Tokio runtime, add [`OtlpTracing::layer`](lax_core::trace::OtlpTracing::layer) to
+    /// the subscriber, and [`shutdown`](lax_core::trace::OtlpTracing::shutdown) it after
+    /// the broker stops.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Config`] when the endpoint is not a usable URL.
+    #[cfg(feature = "opentelemetry")]
+    pub fn otlp_tracing(&self) -> Result<Option<lax_core::trace::OtlpTracing>, BrokerError> {
+        self.otlp_endpoint
+            .as_deref()
+            .map(|endpoint| lax_core::trace::OtlpTracing::new(endpoint, "lax-broker"))
+            .transpose()
+            .map_err(|e| BrokerError::Config(e.to_string()))
+    }
+}
+
+/// An OTLP endpoint is usable only with the `opentelemetry` feature, and only as a URL.
+pub(crate) fn check_otlp_endpoint(endpoint: &str) -> Result<(), BrokerError> {
+    #[cfg(feature = "opentelemetry")]
+    return lax_core::trace::OtlpTracing::check_endpoint(endpoint)
+        .map_err(|e| BrokerError::Config(format!("otlp-endpoint: {e}")));
+    #[cfg(not(feature = "opentelemetry"))]
+    Err(BrokerError::Config(format!(
+        "otlp-endpoint is {endpoint:?} but the broker was built without its `opentelemetry` feature"
+    )))
 }
 
 /// Where the broker looks for NATS when told nothing.

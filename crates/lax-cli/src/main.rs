@@ -33,7 +33,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lax_broker::{
     Broker, BrokerConfig,
-    cli::{BrokerArgs, init_logging},
+    cli::{BrokerArgs, init_broker_logging, init_logging},
 };
 
 use crate::{
@@ -85,10 +85,13 @@ impl Command {
     /// keep stderr for warnings.
     fn default_log_filter(&self) -> &'static str {
         match self {
-            Command::Dev(_) | Command::Broker(_) => "info",
+            Command::Dev(_) | Command::Broker(_) => Self::BROKER_LOG_FILTER,
             _ => "warn",
         }
     }
+
+    /// Servers say what they do.
+    const BROKER_LOG_FILTER: &str = "info";
 }
 
 fn main() -> ExitCode {
@@ -104,7 +107,6 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.command.default_log_filter());
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
         .and_then(|runtime| runtime.block_on(run(cli.command)));
@@ -124,6 +126,10 @@ fn print_completions(shell: clap_complete::Shell) {
 }
 
 async fn run(command: Command) -> Result<(), Failure> {
+    // The broker's logging may export spans, which takes the runtime this runs in.
+    if !matches!(command, Command::Broker(_)) {
+        init_logging(command.default_log_filter());
+    }
     match command {
         Command::Dev(args) => commands::dev::run(args).await,
         Command::Demo(args) => commands::demo::run(args).await,
@@ -140,9 +146,14 @@ async fn run(command: Command) -> Result<(), Failure> {
 }
 
 async fn run_broker(config: BrokerConfig) -> Result<(), Failure> {
-    let broker = Broker::start(config).await?;
-    broker.run_until(lax_broker::cli::shutdown_signal()).await?;
-    Ok(())
+    let logging = init_broker_logging(Command::BROKER_LOG_FILTER, &config)?;
+    let served = match Broker::start(config).await {
+        Ok(broker) => broker.run_until(lax_broker::cli::shutdown_signal()).await,
+        Err(error) => Err(error),
+    };
+    // Sends the last spans, whether the broker stopped cleanly or failed.
+    logging.shutdown().await;
+    Ok(served?)
 }
 
 #[cfg(test)]

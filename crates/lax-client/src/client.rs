@@ -5,6 +5,8 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::future::join_all;
+#[cfg(feature = "opentelemetry")]
+use lax_core::trace::{OtlpLayer, OtlpTracing};
 use lax_core::{
     BoxError, Error, Headers, Limits, PublishRequest, Publisher, PublisherService, Receipt, Route,
     ServicePublisher, Tier,
@@ -324,6 +326,13 @@ impl LaxClientBuilder {
         let publisher = ServicePublisher::new(service)
             .with_lifecycle(Arc::new(nats.clone()))
             .with_lifecycle(Arc::new(grpc.clone()));
+        #[cfg(feature = "opentelemetry")]
+        let otlp = options
+            .otlp_endpoint
+            .as_deref()
+            .map(|endpoint| OtlpTracing::new(endpoint, "lax-client"))
+            .transpose()
+            .map_err(|e| Error::config(e.to_string()))?;
         tracing::info!(
             nats = %options.nats_urls.join(","),
             brokers = %options.broker_addrs.join(","),
@@ -339,6 +348,8 @@ impl LaxClientBuilder {
                 direct_breaker,
                 broker_breaker,
                 metrics,
+                #[cfg(feature = "opentelemetry")]
+                otlp,
             }),
         })
     }
@@ -382,6 +393,9 @@ struct Inner {
     grpc: GrpcPublisher,
     direct_breaker: Option<BreakerHandle>,
     broker_breaker: Option<BreakerHandle>,
+    /// The span export of `otlp_endpoint`, shut down by `close`.
+    #[cfg(feature = "opentelemetry")]
+    otlp: Option<OtlpTracing>,
 }
 
 /// The LAX client: publishes each message by the LAX routing table — memory tier without ack
@@ -643,12 +657,54 @@ impl LaxClient {
         }
     }
 
+    /// A `tracing` layer exporting spans to the `otlp_endpoint` collector, when the options
+    /// set one; add it to the application's subscriber (the client installs none). Spans of
+    /// every `tracing` span the subscriber records are exported, LAX's and the
+    /// application's, with the W3C trace context LAX sends on (see [`lax_core::trace`]).
+    ///
+    /// ```no_run
+    /// use lax_client::{ClientOptions, LaxClient};
+    /// use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    ///
+    /// # async fn demo() -> Result<(), lax_client::Error> {
+    /// // LAX_OTLP_ENDPOINT=http://otel-collector:4317
+    /// let client = LaxClient::connect(ClientOptions::from_env()?).await?;
+    /// tracing_subscriber::registry()
+    ///     .with(EnvFilter::new("info"))
+    ///     .with(tracing_subscriber::fmt::layer())
+    ///     .with(client.otel_layer())
+    ///     .init();
+    /// // … publish and process …
+    /// client.close().await?; // sends the last spans
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "opentelemetry")]
+    pub fn otel_layer<S>(&self) -> Option<OtlpLayer<S>>
+    where
+        S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        self.inner.otlp.as_ref().map(OtlpTracing::layer)
+    }
+
+    /// The span export of `otlp_endpoint`, if the options set one.
+    #[cfg(feature = "opentelemetry")]
+    pub fn otlp(&self) -> Option<&OtlpTracing> {
+        self.inner.otlp.as_ref()
+    }
+
     /// Refuses new publishes, waits for the ones in flight, flushes and closes both
     /// connections, and stops the client's metrics task. Every clone of the client is
-    /// closed.
+    /// closed. With an `otlp_endpoint`, then sends the spans not yet exported and stops the
+    /// export.
     pub async fn close(&self) -> Result<(), Error> {
         let closed = self.inner.publisher.close().await;
         self.inner.metrics.stop();
+        #[cfg(feature = "opentelemetry")]
+        if let Some(otlp) = &self.inner.otlp
+            && let Err(error) = otlp.shutdown().await
+        {
+            tracing::warn!(%error, "the last spans were not exported");
+        }
         closed
     }
 }

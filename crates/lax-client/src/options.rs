@@ -144,6 +144,13 @@ pub struct ClientOptions {
     pub metrics_prefix: String,
     /// Log filter for [`init_tracing`](crate::init_tracing) (e.g. `INFO`, `lax=debug`).
     pub log_level: String,
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector (e.g. `http://otel-collector:4317`)
+    /// to export the client's spans to; needs the `opentelemetry` feature. The client
+    /// installs nothing: it builds the exporter on connect and hands its `tracing` layer
+    /// out with [`LaxClient::otel_layer`](crate::LaxClient::otel_layer) for the application
+    /// to add to its subscriber, and [`close`](crate::LaxClient::close) sends the last
+    /// spans. Unset (the default), nothing is exported.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -176,6 +183,7 @@ impl Default for ClientOptions {
             enable_metrics: true,
             metrics_prefix: "lax_client".into(),
             log_level: "INFO".into(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -323,11 +331,25 @@ impl ClientOptions {
                 self.metrics_prefix
             )));
         }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            check_otlp_endpoint(endpoint)?;
+        }
         self.nats_options().validate()?;
         self.grpc_options().validate()?;
         self.stack_config().validate()?;
         Ok(())
     }
+}
+
+/// An OTLP endpoint is usable only with the `opentelemetry` feature, and only as a URL.
+fn check_otlp_endpoint(endpoint: &str) -> Result<(), Error> {
+    #[cfg(feature = "opentelemetry")]
+    return lax_core::trace::OtlpTracing::check_endpoint(endpoint)
+        .map_err(|e| Error::config(format!("otlp_endpoint: {e}")));
+    #[cfg(not(feature = "opentelemetry"))]
+    Err(Error::config(format!(
+        "otlp_endpoint is {endpoint:?} but lax-client was built without its `opentelemetry` feature"
+    )))
 }
 
 impl ClientOptions {
@@ -543,6 +565,12 @@ impl ClientOptionsBuilder {
     /// Log filter for [`init_tracing`](crate::init_tracing).
     pub fn log_level(mut self, level: impl Into<String>) -> Self {
         self.options.log_level = level.into();
+        self
+    }
+
+    /// OTLP/gRPC collector endpoint for the client's spans (feature `opentelemetry`).
+    pub fn otlp_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.options.otlp_endpoint = Some(endpoint.into());
         self
     }
 

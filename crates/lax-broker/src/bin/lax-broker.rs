@@ -1,6 +1,7 @@
 //! `lax-broker`: the LAX broker on its own. Every option is a flag and a `LAX_BROKER_*`
 //! environment variable (`lax-broker --help`); logs go to stderr, filtered by `RUST_LOG`
-//! (default `info`). Stops gracefully on Ctrl-C or SIGTERM. Exit codes: 0 after a clean stop,
+//! (default `info`), and with `--otlp-endpoint` spans go to an OpenTelemetry collector too.
+//! Stops gracefully on Ctrl-C or SIGTERM, sending the last spans. Exit codes: 0 after a clean stop,
 //! 1 when the broker fails, 2 for a usage error.
 
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use clap::Parser;
 use lax_broker::{
     Broker, BrokerConfig, BrokerError,
-    cli::{BrokerArgs, init_logging, shutdown_signal},
+    cli::{BrokerArgs, init_broker_logging, shutdown_signal},
 };
 
 /// The LAX broker: gRPC on --listen, Prometheus /metrics on --metrics-listen.
@@ -26,14 +27,18 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging("info");
     let config = BrokerConfig::from(cli.args);
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| BrokerError::Serve(format!("cannot start the async runtime: {e}")))
         .and_then(|runtime| {
             runtime.block_on(async {
-                let broker = Broker::start(config).await?;
-                broker.run_until(shutdown_signal()).await
+                let logging = init_broker_logging("info", &config)?;
+                let served = match Broker::start(config).await {
+                    Ok(broker) => broker.run_until(shutdown_signal()).await,
+                    Err(error) => Err(error),
+                };
+                logging.shutdown().await;
+                served
             })
         });
     match result {

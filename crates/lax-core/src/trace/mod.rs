@@ -22,8 +22,11 @@
 //! (none installed, or filtered out) costs no id and no header: the incoming context passes
 //! through unchanged, as the W3C recommends for a participant that does not trace.
 //!
-//! No OpenTelemetry is needed for this; the ids in the span fields are the ones an
-//! OpenTelemetry exporter would show.
+//! No OpenTelemetry is needed for this. With the `opentelemetry` feature, a span that a
+//! `tracing-opentelemetry` layer records takes its ids from OpenTelemetry instead: the
+//! message's context becomes the OpenTelemetry span's parent and the OpenTelemetry span's
+//! own ids are the ones recorded and sent on, so the spans a client and a broker export
+//! join into one trace in the collector. [`OtlpTracing`] sets up such an export over OTLP.
 //!
 //! ```
 //! use lax_core::Headers;
@@ -43,6 +46,10 @@
 #[cfg(test)]
 pub(crate) mod capture;
 mod error;
+#[cfg(feature = "opentelemetry")]
+mod otel;
+#[cfg(feature = "opentelemetry")]
+mod otlp;
 mod parent;
 
 use std::future::Future;
@@ -50,6 +57,8 @@ use std::future::Future;
 use tracing::Span;
 
 pub use self::error::{InvalidTraceParent, InvalidTraceParentKind};
+#[cfg(feature = "opentelemetry")]
+pub use self::otlp::{OtlpError, OtlpLayer, OtlpTracing};
 pub use self::parent::{SpanId, TraceId, TraceParent};
 use crate::message::Headers;
 
@@ -130,8 +139,14 @@ impl TraceContext {
     /// The context of the task this runs in, set by [`scope`](Self::scope): `lax.process`
     /// runs each handler in its span's context, so that what the handler publishes continues
     /// the trace; an HTTP handler can do the same with the incoming request's context.
+    ///
+    /// With the `opentelemetry` feature and no such context, the current `tracing` span's
+    /// OpenTelemetry context (an application's own request span, say) when there is one.
     pub fn current() -> Option<Self> {
-        CURRENT.try_with(Clone::clone).ok()
+        let scoped = CURRENT.try_with(Clone::clone).ok();
+        #[cfg(feature = "opentelemetry")]
+        let scoped = scoped.or_else(otel::current);
+        scoped
     }
 
     /// Runs `future` with this as the [`current`](Self::current) context.
@@ -162,13 +177,25 @@ fn remove_trace_headers(headers: &mut Headers) {
 /// and records `trace_id`, `span_id` and `parent_span_id` — fields the span must declare
 /// (as `tracing::field::Empty`). A disabled span gets no identity and `parent` is returned
 /// as it is, so that a hop that does not trace passes the context through.
+///
+/// Call it before the span is first entered. With the `opentelemetry` feature, a span an
+/// OpenTelemetry layer records gets `parent` as its OpenTelemetry parent and keeps the ids
+/// OpenTelemetry gives it; LAX draws the ids of any other span.
 pub fn identify(span: &Span, parent: Option<TraceContext>) -> Option<TraceContext> {
     if span.is_disabled() {
         return parent;
     }
-    let context = match &parent {
-        Some(parent) => parent.child(),
-        None => TraceContext::new_root(),
+    #[cfg(feature = "opentelemetry")]
+    let own = otel::identity(span, parent.as_ref());
+    #[cfg(not(feature = "opentelemetry"))]
+    let own: Option<TraceParent> = None;
+    let context = match (own, &parent) {
+        (Some(own), parent) => TraceContext {
+            parent: own,
+            state: parent.as_ref().and_then(|parent| parent.state.clone()),
+        },
+        (None, Some(parent)) => parent.child(),
+        (None, None) => TraceContext::new_root(),
     };
     span.record("trace_id", tracing::field::display(context.parent.trace_id));
     span.record("span_id", tracing::field::display(context.parent.parent_id));
