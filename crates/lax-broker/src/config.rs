@@ -396,7 +396,7 @@ impl BrokerConfig {
             .as_deref()
             .map(|endpoint| lax_core::trace::OtlpTracing::new(endpoint, "lax-broker"))
             .transpose()
-            .map_err(|e| BrokerError::Config(e.to_string()))
+            .map_err(|e| BrokerError::Config(format!("otlp-endpoint: {e}")))
     }
 }
 

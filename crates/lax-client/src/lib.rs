@@ -74,6 +74,13 @@
 //! trace; see `lax_core::trace`. To continue a trace that came with an HTTP request, run
 //! the publish in its context (`TraceContext::scope`) or set the `traceparent` header.
 //!
+//! With the `opentelemetry` feature, spans recorded by a `tracing-opentelemetry` layer take
+//! their ids from OpenTelemetry, so the client's, the broker's and the application's
+//! exported spans join into one trace; a publish inside an application's OpenTelemetry span
+//! is its child. [`ClientOptions::otlp_endpoint`] makes the client build an OTLP/gRPC
+//! exporter whose layer `LaxClient::otel_layer` hands out for the application to add to
+//! its subscriber (the client installs none); [`LaxClient::close`] sends the last spans.
+//!
 //! ## Errors
 //!
 //! Every failure is a [`Error`] whose [`kind`](Error::kind) says what happened
