@@ -20,13 +20,13 @@ use super::{SpanId, TraceContext, TraceId, TraceParent};
 /// The W3C identity OpenTelemetry gave `span`, made a child of `parent` first; `None` when
 /// no OpenTelemetry layer records the span.
 pub(super) fn identity(span: &Span, parent: Option<&TraceContext>) -> Option<TraceParent> {
-    if let Some(parent) = parent {
-        match span.set_parent(remote_context(parent)) {
-            Err(SetParentError::LayerNotFound | SetParentError::SpanDisabled) => return None,
-            // Already started (entered or asked for its context): its parent is fixed, and
-            // the ids below are still the ones it is exported with.
-            Ok(()) | Err(_) => {}
-        }
+    // A span already started (entered, or asked for its context) keeps its parent; the ids
+    // read below are still the ones it is exported with.
+    if let Some(parent) = parent
+        && let Err(SetParentError::LayerNotFound | SetParentError::SpanDisabled) =
+            span.set_parent(remote_context(parent))
+    {
+        return None;
     }
     from_span_context(span.context().span().span_context())
 }
