@@ -465,7 +465,7 @@ fn bench(extra: &[String]) -> Result<()> {
 /// The fuzz targets of `fuzz/` (its `[[bin]]`s).
 const FUZZ_TARGETS: [&str; 3] = ["subject", "header", "broker_request"];
 
-/// Splits `--NAME N` off `args`; the rest stays in order.
+/// Splits `--NAME N` off `args`; the rest stays in order, without a `--` separating it.
 fn take_number(args: &[String], name: &str, default: u64) -> Result<(u64, Vec<String>)> {
     let mut value = default;
     let mut rest = Vec::new();
@@ -478,7 +478,7 @@ fn take_number(args: &[String], name: &str, default: u64) -> Result<(u64, Vec<St
             value = raw.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 Failure::new(format!("{name} {raw:?}: expected a positive number"))
             })?;
-        } else {
+        } else if arg != "--" {
             rest.push(arg.clone());
         }
     }
@@ -570,6 +570,14 @@ mod tests {
         );
         assert!(take_number(&strings(&["--minutes"]), "--minutes", 10).is_err());
         assert!(take_number(&strings(&["--minutes", "0"]), "--minutes", 10).is_err());
+        let (minutes, rest) = take_number(
+            &strings(&["--minutes", "3", "--", "--out", "x"]),
+            "--minutes",
+            10,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!((minutes, rest), (3, strings(&["--out", "x"])));
     }
 
     #[test]
