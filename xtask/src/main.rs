@@ -545,7 +545,17 @@ fn soak(args: &[String]) -> Result<()> {
         &cargo(),
         &strings(&["build", "--workspace", "--all-features", "--bin", "lax"]),
     )?;
-    let lax = workspace_root().join("target/debug/lax");
+    // A copy, so that a build during the soak cannot replace the binary the broker restarts
+    // from.
+    let built = workspace_root().join("target/debug/lax");
+    let lax = workspace_root().join("target/soak-lax");
+    fs::copy(&built, &lax).map_err(|e| {
+        Failure::new(format!(
+            "copying {} to {}: {e}",
+            built.display(),
+            lax.display()
+        ))
+    })?;
     let mut soak_args = vec![
         "soak".to_owned(),
         "--minutes".to_owned(),

@@ -6,7 +6,8 @@
 //! permissions file gives nobody.
 
 use lax_broker::input;
-use lax_core::{NATS_MSG_ID_HEADER, validate::validate_name};
+use lax_broker::publish::KEY_HEADER;
+use lax_core::{NATS_MSG_ID_HEADER, TRACE_ID_HEADER, validate::validate_name};
 use lax_proto::broker::v1 as pb;
 use tonic::Code;
 
@@ -61,15 +62,28 @@ pub(crate) fn publish(
                 Some(accepted.message_id.as_str()),
                 "{shown}"
             );
+            // The request's fields override its headers of the same name; every other
+            // header is sent as asked, and only well-formed headers are sent.
+            core_oracle::header(NATS_MSG_ID_HEADER, &accepted.message_id);
             for (name, value) in &asked_headers {
-                core_oracle::header(name, value);
-                if name.eq_ignore_ascii_case("traceparent") {
-                    core_oracle::traceparent(value);
+                let overridden =
+                    [NATS_MSG_ID_HEADER, TRACE_ID_HEADER, KEY_HEADER].contains(&name.as_str());
+                if overridden {
+                    continue;
                 }
+                core_oracle::header(name, value);
                 assert!(
                     lax_core::validate::validate_header(name, value).is_ok(),
                     "{shown}"
                 );
+                assert_eq!(
+                    accepted.headers.get(name.as_str()).map(|v| v.as_str()),
+                    Some(value.as_str()),
+                    "{shown}"
+                );
+                if name.eq_ignore_ascii_case("traceparent") {
+                    core_oracle::traceparent(value);
+                }
             }
             assert!(accepted.payload.len() <= max_payload, "{shown}");
             assert!(asked_timeout.is_none_or(|ms| ms >= 0), "{shown}");

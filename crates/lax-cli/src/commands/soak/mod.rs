@@ -21,7 +21,6 @@ mod report;
 mod stack;
 
 use std::{
-    collections::HashSet,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -76,18 +75,32 @@ pub(crate) struct SoakArgs {
     out: PathBuf,
 }
 
-/// What one tier's publisher saw.
+/// What one tier's publisher saw. It sends ids `{tier}-0`, `{tier}-1`, … one at a time,
+/// each until accepted, so the accepted ids are exactly the first `acked_count`: the soak
+/// keeps no set of them, so the client's RSS is the client's, not the harness's.
 #[derive(Debug, Default)]
 struct Published {
-    acked: Mutex<HashSet<String>>,
     acked_count: AtomicU64,
     errors: AtomicU64,
+}
+
+impl Published {
+    fn acked_ids(&self, tier: Tier) -> Vec<String> {
+        (0..self.acked_count.load(Ordering::Relaxed))
+            .map(|n| message_id(tier, n))
+            .collect()
+    }
+}
+
+fn message_id(tier: Tier, n: u64) -> String {
+    format!("{tier}-{n}")
 }
 
 /// What the group member saw.
 #[derive(Debug, Default)]
 struct Received {
-    ids: Mutex<HashSet<String>>,
+    /// Whether persistent message `n` was received and acked (one byte per message).
+    acked: Mutex<Vec<bool>>,
     deliveries: AtomicU64,
     redelivered: AtomicU64,
     resubscribes: AtomicU64,
@@ -161,31 +174,35 @@ pub(crate) async fn run(args: SoakArgs) -> Result<(), Failure> {
         let _ = publisher.await;
     }
     // Let the group read what was acked before counting what it missed.
-    let persistent_acked = published[1].acked.lock().expect("not poisoned").clone();
+    // TIERS[1] is the persistent tier, the one the group reads.
+    let persistent_acked = published[1].acked_count.load(Ordering::Relaxed) as usize;
+    let missing = || {
+        let acked = received.acked.lock().expect("not poisoned");
+        (0..persistent_acked)
+            .filter(|n| !acked.get(*n).copied().unwrap_or(false))
+            .count()
+    };
     let drained = Instant::now();
-    while drained.elapsed() < DRAIN
-        && !persistent_acked.is_subset(&received.ids.lock().expect("not poisoned"))
-    {
+    while drained.elapsed() < DRAIN && missing() > 0 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     reader.abort();
     let mut tiers = Vec::new();
     for ((tier, _, stream), published) in TIERS.iter().zip(&published) {
-        let acked = published.acked.lock().expect("not poisoned").clone();
-        let counts = stack.count(stream, &acked).await?;
+        let counts = stack.count(stream, &published.acked_ids(*tier)).await?;
         tiers.push(TierFigures {
             tier: *tier,
             counts,
             errors: published.errors.load(Ordering::Relaxed),
         });
     }
-    let received_ids = received.ids.lock().expect("not poisoned").clone();
+    let group_missing = missing();
     let summary = Summary {
         minutes: args.minutes,
         rate: args.rate,
         tiers,
-        group_received: received_ids.len(),
-        group_missing: persistent_acked.difference(&received_ids).count(),
+        group_received: persistent_acked - group_missing,
+        group_missing,
         group_deliveries: received.deliveries.load(Ordering::Relaxed),
         group_redelivered: received.redelivered.load(Ordering::Relaxed),
         group_resubscribes: received.resubscribes.load(Ordering::Relaxed),
@@ -215,7 +232,7 @@ async fn publish_steadily(
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        let id = format!("{tier}-{n}");
+        let id = message_id(tier, n);
         loop {
             let options = PublishOptions::tier(tier).message_id(&id);
             match client
@@ -232,7 +249,6 @@ async fn publish_steadily(
                 }
             }
         }
-        published.acked.lock().expect("not poisoned").insert(id);
         published.acked_count.fetch_add(1, Ordering::Relaxed);
         n += 1;
     }
@@ -251,12 +267,17 @@ async fn read_group(client: LaxClient, received: Arc<Received>) {
                     received.redelivered.fetch_add(1, Ordering::Relaxed);
                 }
                 // A failed ack is redelivered after the ack wait and counted then.
-                if message.ack().await.is_ok() {
-                    received
-                        .ids
-                        .lock()
-                        .expect("not poisoned")
-                        .insert(message.id.clone());
+                let n = message
+                    .id
+                    .strip_prefix(Tier::Persistent.as_str())
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .and_then(|n| n.parse::<usize>().ok());
+                if let (true, Some(n)) = (message.ack().await.is_ok(), n) {
+                    let mut acked = received.acked.lock().expect("not poisoned");
+                    if acked.len() <= n {
+                        acked.resize(n + 1, false);
+                    }
+                    acked[n] = true;
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The soak's stack — a `nats-server` and a `lax broker` child process — and its faults.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fmt,
     fs::File,
     net::TcpListener,
@@ -219,11 +219,7 @@ impl SoakStack {
     }
 
     /// What `stream` holds of the `acked` ids.
-    pub(super) async fn count(
-        &self,
-        stream: &str,
-        acked: &HashSet<String>,
-    ) -> Result<Counts, Failure> {
+    pub(super) async fn count(&self, stream: &str, acked: &[String]) -> Result<Counts, Failure> {
         let stored: HashMap<String, usize> =
             stored_ids(&self.js, stream, lax_core::NATS_MSG_ID_HEADER, WAIT * 5)
                 .await
