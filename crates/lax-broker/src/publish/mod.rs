@@ -457,11 +457,12 @@ pub(crate) fn check(
         payload: request.payload,
         headers,
         message_id: message_id.clone(),
-        options: lax_core::PublishOptions {
-            tier,
-            require_ack: options.require_ack,
-            timeout,
-            ..Default::default()
+        options: {
+            let options = lax_core::PublishOptions::tier(tier).with_ack(options.require_ack);
+            match timeout {
+                Some(timeout) => options.with_timeout(timeout),
+                None => options,
+            }
         },
     };
     validate_request(&core_request, limits)
