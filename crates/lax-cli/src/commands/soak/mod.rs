@@ -189,7 +189,9 @@ pub(crate) async fn run(args: SoakArgs) -> Result<(), Failure> {
     reader.abort();
     let mut tiers = Vec::new();
     for ((tier, _, stream), published) in TIERS.iter().zip(&published) {
-        let counts = stack.count(stream, &published.acked_ids(*tier)).await?;
+        let counts = stack
+            .count(*tier, stream, &published.acked_ids(*tier))
+            .await?;
         tiers.push(TierFigures {
             tier: *tier,
             counts,

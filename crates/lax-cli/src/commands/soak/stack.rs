@@ -218,12 +218,21 @@ impl SoakStack {
         })
     }
 
-    /// What `stream` holds of the `acked` ids.
-    pub(super) async fn count(&self, stream: &str, acked: &[String]) -> Result<Counts, Failure> {
-        let stored: HashMap<String, usize> =
-            stored_ids(&self.js, stream, lax_core::NATS_MSG_ID_HEADER, WAIT * 5)
-                .await
-                .map_err(|e| failed(&format!("reading stream {stream}"), e))?;
+    /// What `stream` holds of the `acked` ids of `tier` (the direct path carries the id as
+    /// `Message-Id`, the broker as `Nats-Msg-Id`).
+    pub(super) async fn count(
+        &self,
+        tier: lax_client::Tier,
+        stream: &str,
+        acked: &[String],
+    ) -> Result<Counts, Failure> {
+        let id_header = match tier {
+            lax_client::Tier::Memory => lax_core::MESSAGE_ID_HEADER,
+            _ => lax_core::NATS_MSG_ID_HEADER,
+        };
+        let stored: HashMap<String, usize> = stored_ids(&self.js, stream, id_header, WAIT * 5)
+            .await
+            .map_err(|e| failed(&format!("reading stream {stream}"), e))?;
         Ok(Counts::of(acked.iter().map(String::as_str), &stored))
     }
 
