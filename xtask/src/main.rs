@@ -7,6 +7,9 @@
 //!   and the doc tests. `ARGS` go to the test runner.
 //! * `demo [-- ARGS]` — setup, then `cargo run --release -p lax-cli -- demo ARGS`.
 //! * `bench [-- ARGS]` — setup, then `cargo bench -p lax-core ARGS`.
+//! * `fuzz [--seconds N] [TARGET…]` — run the cargo-fuzz targets of `fuzz/` one after the
+//!   other, N seconds each (nightly toolchain and `cargo install cargo-fuzz` needed).
+//! * `soak [--minutes N] [-- ARGS]` — setup, build `lax`, then `lax soak --minutes N ARGS`.
 //!
 //! Dependency-free (std only), so it compiles in seconds.
 
@@ -40,6 +43,13 @@ commands:
                  doc tests; ARGS go to the test runner
   demo [-- ARGS] setup, then cargo run --release -p lax-cli -- demo ARGS
   bench [-- ARGS] setup, then cargo bench -p lax-core ARGS
+  fuzz [--seconds N] [TARGET...]
+                 run the fuzz targets of fuzz/ (all, or those named) one after the other for
+                 N seconds each (default 300) with cargo +nightly fuzz, one job, nice'd;
+                 needs a nightly toolchain and `cargo install cargo-fuzz`
+  soak [--minutes N] [-- ARGS]
+                 setup, build lax (debug, as the tests), then run `lax soak --minutes N ARGS`
+                 (default 10): mixed tiers, a fault a minute, RSS and tasks to target/soak/
   help           this text
 ";
 
@@ -76,6 +86,8 @@ fn main() -> ExitCode {
         "test" => test(&args),
         "demo" => demo(&args),
         "bench" => bench(&args),
+        "fuzz" => fuzz(&args),
+        "soak" => soak(&args),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(())
@@ -450,9 +462,133 @@ fn bench(extra: &[String]) -> Result<()> {
     step("bench", &nats_server, &cargo(), &args).map(|_| ())
 }
 
+/// The fuzz targets of `fuzz/` (its `[[bin]]`s).
+const FUZZ_TARGETS: [&str; 3] = ["subject", "header", "broker_request"];
+
+/// Splits `--NAME N` off `args`; the rest stays in order, without a `--` separating it.
+fn take_number(args: &[String], name: &str, default: u64) -> Result<(u64, Vec<String>)> {
+    let mut value = default;
+    let mut rest = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == name {
+            let raw = iter
+                .next()
+                .ok_or_else(|| Failure::new(format!("{name} needs a number")))?;
+            value = raw.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                Failure::new(format!("{name} {raw:?}: expected a positive number"))
+            })?;
+        } else if arg != "--" {
+            rest.push(arg.clone());
+        }
+    }
+    Ok((value, rest))
+}
+
+fn fuzz(args: &[String]) -> Result<()> {
+    let (seconds, named) = take_number(args, "--seconds", 300)?;
+    if let Some(unknown) = named.iter().find(|t| !FUZZ_TARGETS.contains(&t.as_str())) {
+        return Err(Failure::new(format!(
+            "unknown fuzz target {unknown:?}; the targets are {}",
+            FUZZ_TARGETS.join(", ")
+        )));
+    }
+    let targets: Vec<&str> = if named.is_empty() {
+        FUZZ_TARGETS.to_vec()
+    } else {
+        named.iter().map(String::as_str).collect()
+    };
+    let fuzz_dir = workspace_root().join("fuzz");
+    for target in targets {
+        println!("\n==> fuzz {target}: {seconds} s");
+        // Safe Rust only (`unsafe_code` is forbidden): the sanitizer would only slow the
+        // search, so none; the properties are assertions in the targets.
+        let status = Command::new("nice")
+            .args([
+                "-n",
+                "10",
+                "cargo",
+                "+nightly",
+                "fuzz",
+                "run",
+                "--sanitizer",
+                "none",
+            ])
+            .args(["--release", "--jobs", "1", target, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1")
+            .current_dir(&fuzz_dir)
+            .env("CARGO_INCREMENTAL", "0")
+            .status()
+            .map_err(|e| {
+                Failure::new(format!(
+                    "cannot run cargo +nightly fuzz ({e}); install it with `rustup toolchain \
+                     install nightly` and `cargo install cargo-fuzz`"
+                ))
+            })?;
+        if !status.success() {
+            return Err(Failure::new(format!(
+                "fuzz target {target} failed ({status}); the input is in fuzz/artifacts/{target}/"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn soak(args: &[String]) -> Result<()> {
+    let nats_server = setup()?;
+    let (minutes, rest) = take_number(args, "--minutes", 10)?;
+    // The workspace build of the tests' `lax`, so nothing recompiles for it.
+    step(
+        "build lax",
+        &nats_server,
+        &cargo(),
+        &strings(&["build", "--workspace", "--all-features", "--bin", "lax"]),
+    )?;
+    // A copy, so that a build during the soak cannot replace the binary the broker restarts
+    // from.
+    let built = workspace_root().join("target/debug/lax");
+    let lax = workspace_root().join("target/soak-lax");
+    fs::copy(&built, &lax).map_err(|e| {
+        Failure::new(format!(
+            "copying {} to {}: {e}",
+            built.display(),
+            lax.display()
+        ))
+    })?;
+    let mut soak_args = vec![
+        "soak".to_owned(),
+        "--minutes".to_owned(),
+        minutes.to_string(),
+    ];
+    soak_args.extend(rest);
+    step("soak", &nats_server, &lax.into_os_string(), &soak_args).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_split_off_the_arguments() {
+        let args = strings(&["subject", "--seconds", "60", "header"]);
+        let (seconds, rest) = take_number(&args, "--seconds", 300).ok().unwrap();
+        assert_eq!((seconds, rest), (60, strings(&["subject", "header"])));
+        assert_eq!(
+            take_number(&[], "--minutes", 10).ok().map(|v| v.0),
+            Some(10)
+        );
+        assert!(take_number(&strings(&["--minutes"]), "--minutes", 10).is_err());
+        assert!(take_number(&strings(&["--minutes", "0"]), "--minutes", 10).is_err());
+        let (minutes, rest) = take_number(
+            &strings(&["--minutes", "3", "--", "--out", "x"]),
+            "--minutes",
+            10,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!((minutes, rest), (3, strings(&["--out", "x"])));
+    }
 
     #[test]
     fn parses_nats_server_versions() {

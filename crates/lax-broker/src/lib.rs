@@ -97,6 +97,7 @@ pub mod cli;
 mod config;
 pub mod consumer;
 mod error;
+pub mod input;
 mod jsapi;
 pub mod metrics;
 mod names;

@@ -64,6 +64,9 @@ pub const GROUP_PENDING_MESSAGES: &str = "lax_broker_consumer_group_pending_mess
 /// Gauge: messages delivered to a group's members and not yet acknowledged, by `stream` and
 /// `group`, as JetStream counts them when `/metrics` is scraped.
 pub const GROUP_ACK_PENDING_MESSAGES: &str = "lax_broker_consumer_group_ack_pending_messages";
+/// Gauge: tasks alive in the broker's tokio runtime, read at each scrape (a number that grows
+/// with time rather than with load is a leak; the soak, `cargo xtask soak`, plots it).
+pub const RUNTIME_ALIVE_TASKS: &str = "lax_broker_runtime_alive_tasks";
 /// Gauge: messages of a group delivered more than once and not yet acknowledged, by
 /// `stream` and `group`, as JetStream counts them when `/metrics` is scraped.
 pub const GROUP_REDELIVERED_MESSAGES: &str = "lax_broker_consumer_group_redelivered_messages";
@@ -196,6 +199,10 @@ impl BrokerMetrics {
             (
                 GROUP_REDELIVERED_MESSAGES,
                 "messages of a group delivered more than once and not yet acknowledged",
+            ),
+            (
+                RUNTIME_ALIVE_TASKS,
+                "tasks alive in the broker's tokio runtime, read at each scrape",
             ),
         ] {
             recorder.describe_gauge(KeyName::from_const_str(name), None, help.into());
@@ -497,6 +504,13 @@ pub(crate) async fn serve(
             let (handle, metrics, api) = (handle.clone(), metrics.clone(), api.clone());
             async move {
                 crate::consumer::lag::refresh(&api, &metrics).await;
+                let tasks = tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks();
+                metrics
+                    .recorder
+                    .register_gauge(&Key::from_static_name(RUNTIME_ALIVE_TASKS), &METADATA)
+                    .set(tasks as f64);
                 handle.render()
             }
         }),

@@ -5,6 +5,8 @@
 //!   own when none runs).
 //! - `lax pub`, `lax sub` and `lax streams …` publish, receive and administer streams;
 //!   `lax bench` measures a route and tier, optionally against raw async-nats.
+//! - `lax soak` runs mixed traffic against a stack of its own under injected faults and plots
+//!   memory and tasks (`cargo xtask soak`).
 //! - `lax broker …` runs the LAX broker; every option is also an environment variable
 //!   (`LAX_BROKER_*`, see `lax broker --help`).
 //!
@@ -21,6 +23,7 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod chart;
 mod client_args;
 mod commands;
 mod failure;
@@ -38,8 +41,8 @@ use lax_broker::{
 
 use crate::{
     commands::{
-        bench::BenchArgs, demo::DemoArgs, dev::DevArgs, publish::PubArgs, streams::StreamsArgs,
-        subscribe::SubArgs,
+        bench::BenchArgs, demo::DemoArgs, dev::DevArgs, publish::PubArgs, soak::SoakArgs,
+        streams::StreamsArgs, subscribe::SubArgs,
     },
     failure::{EXIT_USAGE, Failure},
 };
@@ -72,6 +75,9 @@ enum Command {
     Bench(BenchArgs),
     /// Run the LAX broker: gRPC on --listen, Prometheus /metrics on --metrics-listen.
     Broker(BrokerArgs),
+    /// Soak a stack of its own: mixed tiers at a steady rate, a fault every minute, RSS and
+    /// tasks sampled and plotted (`cargo xtask soak`).
+    Soak(SoakArgs),
     /// Print a shell completion script, e.g. `lax completions bash > ~/.local/share/bash-completion/completions/lax`.
     Completions {
         /// The shell to complete for.
@@ -138,6 +144,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Streams(args) => commands::streams::run(args).await,
         Command::Bench(args) => commands::bench::run(args).await,
         Command::Broker(args) => run_broker(args.into()).await,
+        Command::Soak(args) => commands::soak::run(args).await,
         Command::Completions { shell } => {
             print_completions(shell);
             Ok(())

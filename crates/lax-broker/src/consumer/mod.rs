@@ -48,11 +48,11 @@
 mod credit;
 pub mod dead_letter;
 mod delivery;
-mod group;
+pub(crate) mod group;
 pub(crate) mod lag;
 mod ledger;
 mod outbox;
-mod spec;
+pub(crate) mod spec;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 

@@ -178,83 +178,28 @@ impl PublishCore {
         grant: &Grant,
         span: &Span,
     ) -> Result<Prepared, Refused> {
-        let message_id = message_id_of(&request);
-        let refuse = |tier, failure| Refused {
-            message_id: message_id.clone(),
+        let Checked {
+            message_id,
             tier,
-            failure,
-        };
-        if let Err(denied) = grant.check_publish(&request.subject) {
-            return Err(refuse(
-                None,
-                PublishFailure::new(denied.code(), denied.message()),
-            ));
-        }
-        let options = request
-            .options
-            .as_ref()
-            .or(defaults)
-            .cloned()
-            .unwrap_or_default();
-        let tier: Tier = options
-            .tier
-            .parse()
-            .map_err(|e: lax_core::Error| refuse(None, PublishFailure::from_core(&e)))?;
-        if options.timeout_ms < 0 {
-            return Err(refuse(
-                Some(tier),
-                PublishFailure::invalid(format!(
-                    "timeout_ms is {}; it must not be negative",
-                    options.timeout_ms
-                )),
-            ));
-        }
-        let mut headers = Headers::from(request.headers);
-        headers.insert(NATS_MSG_ID_HEADER, message_id.clone());
-        if !request.trace_id.is_empty() {
-            headers.insert(TRACE_ID_HEADER, request.trace_id);
-        }
-        if !request.key.is_empty() {
-            headers.insert(KEY_HEADER, request.key);
-        }
-        let timeout =
-            (options.timeout_ms > 0).then(|| Duration::from_millis(options.timeout_ms as u64));
-        let core_request = lax_core::PublishRequest {
-            subject: request.subject,
-            payload: request.payload,
-            headers,
-            message_id: message_id.clone(),
-            options: {
-                let options = lax_core::PublishOptions::tier(tier).with_ack(options.require_ack);
-                match timeout {
-                    Some(timeout) => options.with_timeout(timeout),
-                    None => options,
-                }
-            },
-        };
-        validate_request(&core_request, &self.limits())
-            .map_err(|e| refuse(Some(tier), PublishFailure::from_core(&e)))?;
-        let mut core_request = core_request;
+            mut request,
+        } = check(request, defaults, grant, &self.limits())?;
         if !span.is_disabled() {
-            // Validated above: a malformed `traceparent` was refused.
-            let incoming = TraceContext::from_headers(&core_request.headers)
-                .ok()
-                .flatten();
+            // Checked above: a malformed `traceparent` was refused.
+            let incoming = TraceContext::from_headers(&request.headers).ok().flatten();
             if let Some(context) = trace::identify(span, incoming) {
-                context.inject(&mut core_request.headers);
+                context.inject(&mut request.headers);
             }
-        }
-        let mut nats_headers = HeaderMap::new();
-        for (name, value) in core_request.headers.iter() {
-            nats_headers.insert(name, value);
         }
         Ok(Prepared {
             message_id,
             tier,
-            subject: core_request.subject,
-            headers: nats_headers,
-            payload: core_request.payload,
-            ack_timeout: timeout.unwrap_or(self.settings.default_timeout),
+            headers: nats_headers(&request.headers),
+            ack_timeout: request
+                .options
+                .timeout
+                .unwrap_or(self.settings.default_timeout),
+            subject: request.subject,
+            payload: request.payload,
         })
     }
 
@@ -444,6 +389,99 @@ impl PublishCore {
             }
         }
     }
+}
+
+/// A request that passed [`check`]: what `prepare` sends once the trace context is added.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub(crate) message_id: String,
+    pub(crate) tier: Tier,
+    /// The message as lax-core sees it: `Nats-Msg-Id`, `Trace-Id` and `Lax-Key` are headers
+    /// now, and `options.timeout` is the request's `timeout_ms` (None: the broker default).
+    pub(crate) request: lax_core::PublishRequest,
+}
+
+/// The broker's checks of a publish request, in order: the caller's `grant` for the subject
+/// (PERMISSION_DENIED, or INVALID_ARGUMENT for no subject at all), the tier, `timeout_ms`,
+/// then lax-core's [`validate_request`] on the mapped message (subject, every header
+/// including the ones the request's fields become, `traceparent`, sizes). Pure: no I/O.
+pub(crate) fn check(
+    request: pb::PublishRequest,
+    defaults: Option<&pb::PublishOptions>,
+    grant: &Grant,
+    limits: &Limits,
+) -> Result<Checked, Refused> {
+    let message_id = message_id_of(&request);
+    let refuse = |tier, failure| Refused {
+        message_id: message_id.clone(),
+        tier,
+        failure,
+    };
+    if let Err(denied) = grant.check_publish(&request.subject) {
+        return Err(refuse(
+            None,
+            PublishFailure::new(denied.code(), denied.message()),
+        ));
+    }
+    let options = request
+        .options
+        .as_ref()
+        .or(defaults)
+        .cloned()
+        .unwrap_or_default();
+    let tier: Tier = options
+        .tier
+        .parse()
+        .map_err(|e: lax_core::Error| refuse(None, PublishFailure::from_core(&e)))?;
+    if options.timeout_ms < 0 {
+        return Err(refuse(
+            Some(tier),
+            PublishFailure::invalid(format!(
+                "timeout_ms is {}; it must not be negative",
+                options.timeout_ms
+            )),
+        ));
+    }
+    let mut headers = Headers::from(request.headers);
+    headers.insert(NATS_MSG_ID_HEADER, message_id.clone());
+    if !request.trace_id.is_empty() {
+        headers.insert(TRACE_ID_HEADER, request.trace_id);
+    }
+    if !request.key.is_empty() {
+        headers.insert(KEY_HEADER, request.key);
+    }
+    let timeout =
+        (options.timeout_ms > 0).then(|| Duration::from_millis(options.timeout_ms as u64));
+    let core_request = lax_core::PublishRequest {
+        subject: request.subject,
+        payload: request.payload,
+        headers,
+        message_id: message_id.clone(),
+        options: {
+            let options = lax_core::PublishOptions::tier(tier).with_ack(options.require_ack);
+            match timeout {
+                Some(timeout) => options.with_timeout(timeout),
+                None => options,
+            }
+        },
+    };
+    validate_request(&core_request, limits)
+        .map_err(|e| refuse(Some(tier), PublishFailure::from_core(&e)))?;
+    Ok(Checked {
+        message_id,
+        tier,
+        request: core_request,
+    })
+}
+
+/// The NATS header map of checked headers (async-nats panics on a value with a line break;
+/// [`check`] refused those).
+pub(crate) fn nats_headers(headers: &Headers) -> HeaderMap {
+    let mut nats_headers = HeaderMap::new();
+    for (name, value) in headers.iter() {
+        nats_headers.insert(name, value);
+    }
+    nats_headers
 }
 
 /// The message id: the request's `message_id`, else its `Nats-Msg-Id` or `Message-Id`

@@ -209,10 +209,15 @@ fn record(core: &PublishCore, rpc: &'static str, tier: &str, code: &Code, starte
     );
 }
 
-/// A subscription reads its subject and publishes its dead letters.
 fn check_subscribe(request: &Request<pb::SubscribeRequest>) -> Result<(), Status> {
-    let grant = grant_of(request)?;
-    let request = request.get_ref();
+    subscribe_allowed(&*grant_of(request)?, request.get_ref())
+}
+
+/// A subscription reads its subject and publishes its dead letters.
+pub(crate) fn subscribe_allowed(
+    grant: &Grant,
+    request: &pb::SubscribeRequest,
+) -> Result<(), Status> {
     grant.check_subscribe(&request.subject)?;
     match request.options.as_ref() {
         Some(options) if !options.dead_letter_subject.is_empty() => {
@@ -222,11 +227,16 @@ fn check_subscribe(request: &Request<pb::SubscribeRequest>) -> Result<(), Status
     }
 }
 
+fn check_create_group(request: &Request<pb::ConsumerGroupRequest>) -> Result<(), Status> {
+    create_group_allowed(&*grant_of(request)?, request.get_ref())
+}
+
 /// A consumer group reads its filter subject (a whole stream needs an admin token) and
 /// publishes its dead letters.
-fn check_create_group(request: &Request<pb::ConsumerGroupRequest>) -> Result<(), Status> {
-    let grant = grant_of(request)?;
-    let request = request.get_ref();
+pub(crate) fn create_group_allowed(
+    grant: &Grant,
+    request: &pb::ConsumerGroupRequest,
+) -> Result<(), Status> {
     if request.subject_filter.is_empty() {
         grant.check_admin(&format!(
             "create a consumer group over all of stream {:?}",

@@ -1,6 +1,6 @@
 //! `broker.v1.StreamManager`: create, inspect, change, delete and list JetStream streams.
 
-mod convert;
+pub(crate) mod convert;
 
 use std::sync::Arc;
 

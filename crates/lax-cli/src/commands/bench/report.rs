@@ -7,13 +7,12 @@ use lax_client::Route;
 use serde_json::json;
 
 use super::{Workload, cpu::CpuPerMsg, e2e::Delivered};
+use crate::chart::{SERIES_COLORS, escape};
 
 /// The percentiles reported, as (label, quantile).
 const PERCENTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
 
 /// The colours of LAX's and raw's curves in the plots.
-pub(super) const SERIES_COLORS: [&str; 2] = ["#1f6feb", "#d1731f"];
-
 /// One measured run.
 #[derive(Debug)]
 pub(super) struct Figures {
@@ -425,13 +424,6 @@ fn tick_label(us: f64) -> String {
     } else {
         format!("{us} µs")
     }
-}
-
-pub(super) fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
