@@ -334,7 +334,9 @@ async fn deadlines_and_the_inflight_cap() {
 
     let mut held = h.client.clone();
     let mut slow = request("hang.a", "x", "memory");
-    slow.options.as_mut().unwrap().timeout_ms = 2_000;
+    // Long enough that a loaded machine still sends the next publish while this one holds
+    // the only slot (at 2 s it once did not).
+    slow.options.as_mut().unwrap().timeout_ms = 5_000;
     let in_flight = tokio::spawn(async move { held.publish(slow).await });
     let seen = tokio::time::timeout(WAIT, silent.next())
         .await

@@ -2,10 +2,10 @@
 //! through a real `lax broker` process to a real nats-server. Every message is counted by id
 //! (acked, stored, lost, duplicated) and the counts are printed.
 
-#[path = "../../lax-client/tests/support/load.rs"]
-mod load;
 #[path = "support/broker_process.rs"]
 mod broker_process;
+#[path = "../../lax-client/tests/support/load.rs"]
+mod load;
 
 use std::time::{Duration, Instant};
 

@@ -125,7 +125,8 @@ pub use options::{
 };
 pub use payload::{JSON_CONTENT_TYPE, Json, Payload};
 pub use subscribe::{
-    DirectProcess, ProcessOptions, ReceivedMessage, StartPosition, SubscribeOptions, Subscription,
+    BrokerMessage, DirectProcess, ProcessOptions, ReceivedMessage, StartPosition, SubscribeOptions,
+    Subscription,
 };
 
 /// Installs a `tracing` subscriber printing to stderr, filtered by `RUST_LOG` when set, else

@@ -385,32 +385,28 @@ impl ClientOptions {
 
     /// The layer stack's configuration: retry, breakers, in-flight cap, timeout, metrics.
     pub fn stack_config(&self) -> StackConfig {
-        StackConfig {
-            retry: Some(RetryConfig {
-                // The Python SDK's `retry_attempts = 0` means no retry: one attempt.
-                max_attempts: self.retry_attempts.max(1),
-                first_delay: self.retry_initial_delay,
-                multiplier: self.retry_multiplier,
-                max_delay: self.retry_max_delay,
-                deadline: Some(self.retry_budget),
-                ..RetryConfig::default()
-            }),
-            breaker: Some(BreakerConfig {
-                failure_threshold: self.circuit_breaker_threshold,
-                open_timeout: self.circuit_breaker_timeout,
-                half_open_trials: self.circuit_breaker_half_open_requests,
-                ..BreakerConfig::default()
-            }),
-            limit: Some(LimitConfig {
-                max_in_flight: self.max_concurrent_publishes,
-                mode: match self.overload {
-                    OverloadBehavior::Wait => LimitMode::Wait,
-                    OverloadBehavior::FailFast => LimitMode::FailFast,
-                },
-            }),
-            publish_timeout: self.publish_timeout,
-            metrics_prefix: self.metrics_prefix.clone(),
-        }
+        let retry = RetryConfig::default()
+            // The Python SDK's `retry_attempts = 0` means no retry: one attempt.
+            .max_attempts(self.retry_attempts.max(1))
+            .first_delay(self.retry_initial_delay)
+            .multiplier(self.retry_multiplier)
+            .max_delay(self.retry_max_delay)
+            .deadline(self.retry_budget);
+        let breaker = BreakerConfig::default()
+            .failure_threshold(self.circuit_breaker_threshold)
+            .open_timeout(self.circuit_breaker_timeout)
+            .half_open_trials(self.circuit_breaker_half_open_requests);
+        let limit = LimitConfig::new(self.max_concurrent_publishes).mode(match self.overload {
+            OverloadBehavior::Wait => LimitMode::Wait,
+            OverloadBehavior::FailFast => LimitMode::FailFast,
+        });
+        let mut config = StackConfig::default();
+        config.retry = Some(retry);
+        config.breaker = Some(breaker);
+        config.limit = Some(limit);
+        config.publish_timeout = self.publish_timeout;
+        config.metrics_prefix.clone_from(&self.metrics_prefix);
+        config
     }
 }
 

@@ -44,18 +44,18 @@ use std::{
     fmt,
     pin::Pin,
     task::{Context, Poll},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
-use bytes::Bytes;
 use futures::{Stream, StreamExt as _, stream::FuturesUnordered};
 use lax_core::{
     Error, Headers, Limits,
     trace::{self, TraceContext},
     validate::validate_filter_subject,
 };
+pub use lax_transport_grpc::BrokerMessage;
 use lax_transport_grpc::{
-    BrokerMessage, ConsumerGroupConfig, GroupJoin, GrpcSubscription, Settle, Settler, SubscribeSpec,
+    ConsumerGroupConfig, GroupJoin, GrpcSubscription, Settle, Settler, SubscribeSpec,
 };
 use lax_transport_nats::{DirectMessage, DirectSubscription};
 use serde::de::DeserializeOwned;
@@ -240,31 +240,23 @@ impl SubscribeOptions {
 /// redelivered, [`in_progress`](Self::in_progress) to keep it while working on it,
 /// [`term`](Self::term) to drop it for good. A settle after the ack wait elapsed fails with
 /// [`Rejected`](lax_core::ErrorKind::Rejected): the message is being redelivered.
+///
+/// It reads as the transport's [`BrokerMessage`] (id, subject, payload, headers, stream,
+/// sequence, delivery count, …) through `Deref`, as async-nats' JetStream message reads as
+/// its core message.
 #[derive(Clone)]
 pub struct ReceivedMessage {
-    /// The LAX message id.
-    pub id: String,
-    /// The subject it was published to.
-    pub subject: String,
-    /// The payload.
-    pub payload: Bytes,
-    /// Its headers.
-    pub headers: Headers,
-    /// When JetStream stored it.
-    pub timestamp: Option<SystemTime>,
-    /// Its trace id, if any.
-    pub trace_id: Option<String>,
-    /// The stream it was read from.
-    pub stream: String,
-    /// Its sequence in that stream.
-    pub sequence: u64,
-    /// How many times it has been delivered (1 the first time).
-    pub delivery_count: u64,
-    /// True when delivered before.
-    pub redelivered: bool,
-    /// Empty when the subscription acked it on delivery.
-    ack_id: String,
+    /// Its `ack_id` is empty when the subscription acked it on delivery.
+    message: BrokerMessage,
     settler: Settler,
+}
+
+impl std::ops::Deref for ReceivedMessage {
+    type Target = BrokerMessage;
+
+    fn deref(&self) -> &BrokerMessage {
+        &self.message
+    }
 }
 
 impl fmt::Debug for ReceivedMessage {
@@ -282,25 +274,16 @@ impl fmt::Debug for ReceivedMessage {
 }
 
 impl ReceivedMessage {
-    fn new(message: BrokerMessage, settler: Settler, acked_on_delivery: bool) -> Self {
-        ReceivedMessage {
-            id: message.id,
-            subject: message.subject,
-            payload: message.payload,
-            headers: message.headers,
-            timestamp: message.timestamp,
-            trace_id: message.trace_id,
-            stream: message.stream,
-            sequence: message.sequence,
-            delivery_count: message.delivery_count,
-            redelivered: message.redelivered,
-            ack_id: if acked_on_delivery {
-                String::new()
-            } else {
-                message.ack_id
-            },
-            settler,
+    fn new(mut message: BrokerMessage, settler: Settler, acked_on_delivery: bool) -> Self {
+        if acked_on_delivery {
+            message.ack_id.clear();
         }
+        ReceivedMessage { message, settler }
+    }
+
+    /// The message itself, without the means to settle it.
+    pub fn into_inner(self) -> BrokerMessage {
+        self.message
     }
 
     /// The payload as JSON.
@@ -686,10 +669,8 @@ async fn settle<E: fmt::Display>(
             Settle::Nack(delay)
         }
     };
-    message
-        .settler
-        .settle_in_background(message.ack_id, how)
-        .await;
+    let ReceivedMessage { message, settler } = message;
+    settler.settle_in_background(message.ack_id, how).await;
 }
 
 impl Stream for Subscription {

@@ -199,6 +199,7 @@ pub fn new_message_id() -> String {
 /// Per-message options: tier, ack, timeout, de-duplication and retries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct PublishOptions {
     /// Storage tier; [`Tier::Memory`] by default.
     pub tier: Tier,

@@ -12,6 +12,7 @@ use crate::{
 
 /// Limits a publish is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Largest payload accepted, in bytes (NATS' default `max_payload` is 1 MiB).
     pub max_payload: usize,
@@ -36,6 +37,24 @@ impl Limits {
     /// Sets the maximum payload, e.g. to a server's advertised `max_payload`.
     pub fn with_max_payload(mut self, max_payload: usize) -> Self {
         self.max_payload = max_payload;
+        self
+    }
+
+    /// Sets the longest subject accepted.
+    pub fn with_max_subject_len(mut self, max_subject_len: usize) -> Self {
+        self.max_subject_len = max_subject_len;
+        self
+    }
+
+    /// Sets the largest header block accepted.
+    pub fn with_max_header_bytes(mut self, max_header_bytes: usize) -> Self {
+        self.max_header_bytes = max_header_bytes;
+        self
+    }
+
+    /// Sets the longest per-message timeout accepted.
+    pub fn with_max_timeout(mut self, max_timeout: Duration) -> Self {
+        self.max_timeout = max_timeout;
         self
     }
 }

@@ -515,7 +515,11 @@ fn choose_lane(lanes: &[Lane], endpoints: usize, start: usize) -> Option<usize> 
     let up = |lane: &Lane| lane.healthy.load(Ordering::Relaxed);
     let endpoint = (0..endpoints)
         .map(|turn| (start + turn) % endpoints)
-        .find(|&e| lanes.iter().any(|l| up(l) && l.endpoint.load(Ordering::Relaxed) == e))?;
+        .find(|&e| {
+            lanes
+                .iter()
+                .any(|l| up(l) && l.endpoint.load(Ordering::Relaxed) == e)
+        })?;
     let healthy = |lane: &Lane| up(lane) && lane.endpoint.load(Ordering::Relaxed) == endpoint;
     let load = |lane: &Lane| lane.in_flight.load(Ordering::Relaxed);
     if let Some(index) = lanes
@@ -561,7 +565,10 @@ mod tests {
             choose_lane(&lanes(&[(true, fill - 1), (true, 0)]), 1, 0),
             Some(0)
         );
-        assert_eq!(choose_lane(&lanes(&[(true, fill), (true, 3)]), 1, 0), Some(1));
+        assert_eq!(
+            choose_lane(&lanes(&[(true, fill), (true, 3)]), 1, 0),
+            Some(1)
+        );
         assert_eq!(
             choose_lane(&lanes(&[(false, 0), (true, 5)]), 1, 0),
             Some(1),
@@ -588,7 +595,11 @@ mod tests {
         pool[3].endpoint.store(0, Ordering::Relaxed);
         assert_eq!(choose_lane(&pool, 2, 1), Some(0));
         pool[0].in_flight.store(LANE_FILL, Ordering::Relaxed);
-        assert_eq!(choose_lane(&pool, 2, 1), Some(2), "fills the next lane of broker 0");
+        assert_eq!(
+            choose_lane(&pool, 2, 1),
+            Some(2),
+            "fills the next lane of broker 0"
+        );
         // Broker 1 is back on lane 3: it takes its turn again.
         pool[3].endpoint.store(1, Ordering::Relaxed);
         assert_eq!(choose_lane(&pool, 2, 1), Some(3));

@@ -35,19 +35,28 @@ pub fn status_to_error(status: &Status, sent: bool) -> Error {
         Delivery::NotSent
     };
     if let Some(source) = status.source() {
-        let (kind, delivery) = if chain_has::<ConnectError>(source) {
-            (ErrorKind::Unavailable, Delivery::NotSent)
+        let (kind, delivery, what) = if chain_has::<ConnectError>(source) {
+            (
+                ErrorKind::Unavailable,
+                Delivery::NotSent,
+                "cannot connect to the broker",
+            )
         } else if chain_has::<TimeoutExpired>(source) {
-            (ErrorKind::TimedOut, maybe)
+            (
+                ErrorKind::TimedOut,
+                maybe,
+                "no answer from the broker within the call's deadline",
+            )
         } else {
-            (ErrorKind::Unavailable, maybe)
+            (
+                ErrorKind::Unavailable,
+                maybe,
+                "connection to the broker failed",
+            )
         };
-        return Error::new(
-            kind,
-            format!("connection to the broker failed: {}", status.message()),
-        )
-        .with_delivery(delivery)
-        .with_source(status.clone());
+        return Error::new(kind, format!("{what}: {}", status.message()))
+            .with_delivery(delivery)
+            .with_source(status.clone());
     }
     let (kind, delivery) = match status.code() {
         Code::InvalidArgument | Code::OutOfRange => (ErrorKind::InvalidInput, Delivery::NotSent),

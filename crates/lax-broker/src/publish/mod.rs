@@ -224,11 +224,12 @@ impl PublishCore {
             payload: request.payload,
             headers,
             message_id: message_id.clone(),
-            options: lax_core::PublishOptions {
-                tier,
-                require_ack: options.require_ack,
-                timeout,
-                ..Default::default()
+            options: {
+                let options = lax_core::PublishOptions::tier(tier).with_ack(options.require_ack);
+                match timeout {
+                    Some(timeout) => options.with_timeout(timeout),
+                    None => options,
+                }
             },
         };
         validate_request(&core_request, &self.limits())
@@ -564,10 +565,9 @@ impl InFlight {
             _permit,
         } = self;
         let window = deadline.saturating_duration_since(Instant::now());
-        let answer_transient_by = deadline
-            - (window / TRANSIENT_ANSWER_LEAD_SHARE).min(TRANSIENT_ANSWER_LEAD_MAX);
-        let mut patience =
-            (window / ACK_PATIENCE_SHARE).clamp(ACK_PATIENCE_MIN, ACK_PATIENCE_MAX);
+        let answer_transient_by =
+            deadline - (window / TRANSIENT_ANSWER_LEAD_SHARE).min(TRANSIENT_ANSWER_LEAD_MAX);
+        let mut patience = (window / ACK_PATIENCE_SHARE).clamp(ACK_PATIENCE_MIN, ACK_PATIENCE_MAX);
         let mut pause = TRANSIENT_RETRY_FIRST;
         let mut pending = futures::stream::FuturesUnordered::new();
         // The latest transient failure: what the call is answered if nothing is acked.

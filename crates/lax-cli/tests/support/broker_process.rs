@@ -116,7 +116,9 @@ impl BrokerProcess {
             .body
             .lines()
             .filter(|line| line.starts_with("lax_broker_publish_total{"))
-            .filter(|line| line.contains("result=\"stored\"") || line.contains("result=\"duplicate\""))
+            .filter(|line| {
+                line.contains("result=\"stored\"") || line.contains("result=\"duplicate\"")
+            })
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
     }

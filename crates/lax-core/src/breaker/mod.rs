@@ -30,7 +30,7 @@
 //! use tower::{Layer, ServiceExt};
 //!
 //! # tokio_test::block_on(async {
-//! let config = BreakerConfig { failure_threshold: 2, ..BreakerConfig::default() };
+//! let config = BreakerConfig::default().failure_threshold(2);
 //! let layer = CircuitBreakerLayer::new("broker", config)?;
 //! let publisher = ScriptedPublisher::new(Route::Broker);
 //! publisher.push_n(2, || Outcome::Fail(Error::unavailable("down")));
@@ -67,6 +67,7 @@ use crate::error::{BoxError, Error};
 
 /// When a [`CircuitBreaker`] opens, how long it rests, and how it tests the path again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// Consecutive counted failures that open a closed breaker (≥ 1).
     pub failure_threshold: u32,
@@ -89,6 +90,30 @@ impl BreakerConfig {
     /// 15 s: a JetStream election takes 4–9 s after the leader stops answering, and the first
     /// transient answer comes one attempt (5 s) after that at the latest.
     pub const DEFAULT_TRANSIENT_GRACE: Duration = Duration::from_secs(15);
+
+    /// Sets the consecutive counted failures that open a closed breaker.
+    pub fn failure_threshold(mut self, failure_threshold: u32) -> Self {
+        self.failure_threshold = failure_threshold;
+        self
+    }
+
+    /// Sets how long the breaker stays open before it admits trials.
+    pub fn open_timeout(mut self, open_timeout: Duration) -> Self {
+        self.open_timeout = open_timeout;
+        self
+    }
+
+    /// Sets the trial requests admitted while half-open.
+    pub fn half_open_trials(mut self, half_open_trials: u32) -> Self {
+        self.half_open_trials = half_open_trials;
+        self
+    }
+
+    /// Sets how long transient failures are tolerated before they count.
+    pub fn transient_grace(mut self, transient_grace: Duration) -> Self {
+        self.transient_grace = transient_grace;
+        self
+    }
 
     /// Refuses a zero threshold or zero trials.
     pub fn validate(&self) -> Result<(), Error> {

@@ -131,7 +131,9 @@ impl Verdict {
     /// answered with a refusal or "full"; otherwise neutral.
     fn of_error(error: &(dyn std::error::Error + 'static)) -> Self {
         let (kind, _) = Error::classify(error);
-        let transient = error.downcast_ref::<Error>().is_some_and(Error::is_transient);
+        let transient = error
+            .downcast_ref::<Error>()
+            .is_some_and(Error::is_transient);
         if kind.trips_breaker() && transient {
             Verdict::Transient
         } else if kind.trips_breaker() {

@@ -165,7 +165,9 @@ async fn a_failed_trial_opens_it_again_for_a_full_timeout() {
 }
 
 fn electing() -> Error {
-    Error::unavailable("stream has no leader").maybe_stored().transient()
+    Error::unavailable("stream has no leader")
+        .maybe_stored()
+        .transient()
 }
 
 #[tokio::test(start_paused = true)]

@@ -48,6 +48,7 @@ pub enum LimitMode {
 
 /// The in-flight cap's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LimitConfig {
     /// Publishes allowed in flight at once.
     pub max_in_flight: usize,
@@ -58,14 +59,31 @@ pub struct LimitConfig {
 impl LimitConfig {
     /// The contract's `max_concurrent_requests`: 1000.
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
+
+    /// A cap of `max_in_flight` that waits when full.
+    pub fn new(max_in_flight: usize) -> Self {
+        LimitConfig {
+            max_in_flight,
+            mode: LimitMode::Wait,
+        }
+    }
+
+    /// Sets the publishes allowed in flight at once.
+    pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// Sets what happens at the cap.
+    pub fn mode(mut self, mode: LimitMode) -> Self {
+        self.mode = mode;
+        self
+    }
 }
 
 impl Default for LimitConfig {
     fn default() -> Self {
-        LimitConfig {
-            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
-            mode: LimitMode::Wait,
-        }
+        LimitConfig::new(Self::DEFAULT_MAX_IN_FLIGHT)
     }
 }
 

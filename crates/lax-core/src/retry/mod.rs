@@ -55,7 +55,24 @@ pub use self::policy::{ClassifyError, RetryPolicy, RetryRequest};
 use crate::error::{BoxError, Error};
 
 /// The backoff schedule and limits of [`Retry`].
+///
+/// Start from the contract's defaults and change what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// use lax_core::retry::RetryConfig;
+///
+/// let config = RetryConfig::default()
+///     .max_attempts(5)
+///     .first_delay(Duration::from_millis(50))
+///     .deadline(Duration::from_secs(10));
+/// assert_eq!(config.max_attempts, 5);
+/// assert_eq!(config.deadline, Some(Duration::from_secs(10)));
+/// assert!(config.validate().is_ok());
+/// assert!(config.max_attempts(0).validate().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// Attempts in all, the first included (≥ 1; 1 = no retry).
     pub max_attempts: u32,
@@ -84,6 +101,42 @@ impl RetryConfig {
     pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(5);
     /// Half of each wait may be cut at random.
     pub const DEFAULT_JITTER: f64 = 0.5;
+
+    /// Sets the attempts in all, the first included (1 = no retry).
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Sets the wait before the first retry.
+    pub fn first_delay(mut self, first_delay: Duration) -> Self {
+        self.first_delay = first_delay;
+        self
+    }
+
+    /// Sets how many times longer each wait is than the previous one.
+    pub fn multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// Sets the longest wait.
+    pub fn max_delay(mut self, max_delay: Duration) -> Self {
+        self.max_delay = max_delay;
+        self
+    }
+
+    /// Sets the random fraction (0 to 1) each wait may be shortened by.
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets the bound on a whole publish, retries included (`None`: the attempts alone).
+    pub fn deadline(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        self.deadline = deadline.into();
+        self
+    }
 
     /// Refuses zero attempts, a multiplier below 1, jitter outside 0..=1 and a first delay
     /// longer than the maximum.

@@ -61,6 +61,7 @@ use crate::{
 
 /// What the default stack does; `Default` is the wire contract's defaults.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct StackConfig {
     /// Retries on the broker path; `None` for none.
     pub retry: Option<RetryConfig>,
