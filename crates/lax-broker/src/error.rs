@@ -93,13 +93,22 @@ impl PublishFailure {
         Self::invalid(error.message().to_owned())
     }
 
+    /// The status of a unary answer; a transient failure carries the
+    /// [`TRANSIENT_METADATA`](lax_proto::TRANSIENT_METADATA) trailer.
     pub(crate) fn to_status(&self) -> Status {
         let message = if self.maybe_stored {
             format!("{} (the message may have been stored)", self.message)
         } else {
             self.message.clone()
         };
-        Status::new(self.code, message)
+        let mut status = Status::new(self.code, message);
+        if self.transient {
+            status.metadata_mut().insert(
+                lax_proto::TRANSIENT_METADATA,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
+        status
     }
 
     /// The `error_code` field of a response: the gRPC code number.

@@ -32,7 +32,8 @@ pub const INFLIGHT_PUBLISHES: &str = "lax_broker_inflight_publishes";
 pub const JETSTREAM_ERRORS_TOTAL: &str = "lax_broker_jetstream_errors_total";
 /// The kinds of [`JETSTREAM_ERRORS_TOTAL`], each exported (at 0) from the start so that a
 /// dashboard's `rate()` has a series before the first failure.
-pub const JETSTREAM_ERROR_KINDS: [&str; 6] = [
+pub const JETSTREAM_ERROR_KINDS: [&str; 7] = [
+    "ack_overdue",
     "api",
     "disconnected",
     "no_stream",

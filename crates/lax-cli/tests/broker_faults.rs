@@ -2,14 +2,12 @@
 //! through a real `lax broker` process to a real nats-server. Every message is counted by id
 //! (acked, stored, lost, duplicated) and the counts are printed.
 
+#[path = "support/broker_process.rs"]
+mod broker_process;
 #[path = "../../lax-client/tests/support/load.rs"]
 mod load;
 
-use std::{
-    net::TcpListener,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{
     self,
@@ -17,13 +15,12 @@ use async_nats::jetstream::{
 };
 use lax_client::{BreakerState, ClientOptions, ErrorKind, LaxClient, Tier};
 use lax_testkit::{Counts, NatsServer, create_stream_with_retry, stored_ids, wait_until};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
-use tokio::process::{Child, Command};
+use nix::sys::signal::Signal;
 
-use crate::load::{Load, LoadSpec};
+use crate::{
+    broker_process::BrokerProcess,
+    load::{Load, LoadSpec},
+};
 
 /// The longest any one step may take before the test fails.
 const WAIT: Duration = Duration::from_secs(45);
@@ -37,54 +34,6 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 /// The breaker's rest (the default is 30 s), so that it is seen to close soon after the thaw.
 const BREAKER_REST: Duration = Duration::from_secs(1);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
-
-/// A `lax broker` process, killed on drop.
-struct BrokerProcess {
-    child: Child,
-    addr: String,
-}
-
-impl BrokerProcess {
-    /// Starts `lax broker` on `nats_url` and waits until it accepts connections.
-    async fn start(nats_url: &str) -> BrokerProcess {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_lax"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LAX_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .args(["broker", "--nats-url", nats_url, "--listen", &listen])
-            .args(["--no-metrics", "--replicated-replicas", "1"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("lax broker starts");
-        wait_until(WAIT, || async {
-            tokio::net::TcpStream::connect(&listen).await.is_ok()
-        })
-        .await
-        .expect("lax broker listens");
-        BrokerProcess {
-            child,
-            addr: format!("http://{listen}"),
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        let pid = self.child.id().expect("the broker runs");
-        kill(Pid::from_raw(pid as i32), signal).expect("signal the broker");
-    }
-}
 
 /// The broker frozen with SIGSTOP for 10 s while 4 tasks publish: every publish ends within
 /// its deadline (no hang), the client's broker-path breaker opens, and after SIGCONT the
@@ -106,10 +55,10 @@ async fn a_frozen_broker_fails_publishes_within_their_deadline_and_recovers() {
     )
     .await
     .expect("the stream");
-    let broker = BrokerProcess::start(&nats.url()).await;
+    let broker = BrokerProcess::start(&nats.url(), &["--replicated-replicas", "1"]).await;
     let options = ClientOptions::builder()
         .nats_urls([nats.url()])
-        .broker_addr(broker.addr.clone())
+        .broker_addr(broker.addr())
         .enable_metrics(false)
         .circuit_breaker_timeout(BREAKER_REST)
         .build()

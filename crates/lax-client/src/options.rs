@@ -80,7 +80,9 @@ pub struct ClientOptions {
     /// TLS for NATS.
     pub nats_tls: Option<NatsTls>,
     /// Addresses of LAX brokers (`host:port` or `http(s)://host:port`); `broker_addr` is
-    /// accepted as an alias.
+    /// accepted as an alias. Broker publishes take the brokers in turn; when one dies its
+    /// connections move to the others, and back once it answers again (each address needs
+    /// at least one of the `connection_pool_size` connections).
     #[serde(alias = "broker_addr", deserialize_with = "one_or_many")]
     pub broker_addrs: Vec<String>,
     /// Bearer token sent to the broker on every call.
@@ -108,12 +110,19 @@ pub struct ClientOptions {
     ///
     /// It must outlast a JetStream stream-leader election, or a failover reaches callers as
     /// errors. nats-server elects a new leader 4–9 s after the old one stops answering
-    /// (its Raft election timeout), and the broker keeps re-sending a message within each
-    /// attempt while the stream has no leader, so the budget needs about 10 s plus one
-    /// attempt: the default 15 s, with 3 attempts of 5 s, covers an election without an
-    /// error (checked by `leader_kill_is_not_an_error` in lax-client's `cluster` tests).
-    /// Shorter budgets fail fast during an election with a retryable error, flagged "may
-    /// have been stored" when it is so; resending with the same message id is safe.
+    /// (its Raft election timeout). Within each attempt the broker re-sends the message
+    /// (same id, de-duplicated by JetStream) when its ack is overdue (after a fifth of the
+    /// attempt: a leader killed after taking it never acks) and every ≤ 0.5 s while the
+    /// stream has no leader; if the election outlasts the attempt it answers UNAVAILABLE
+    /// flagged transient a tenth of the attempt (≤ 0.5 s) before the attempt's deadline, and
+    /// the next attempt carries on. So the budget needs about 10 s plus one attempt: the
+    /// default 15 s, with 3 attempts of 5 s, covers an election without an error (checked by
+    /// `leader_kill_is_not_an_error` in lax-client's `cluster` tests). The broker breaker
+    /// does not count those transient answers for its first 15 s
+    /// ([`BreakerConfig::transient_grace`](lax_core::breaker::BreakerConfig::transient_grace)),
+    /// so an election does not open it. Shorter budgets fail fast during an election with a
+    /// retryable error, flagged "may have been stored" when it is so; resending with the
+    /// same message id is safe.
     #[serde(with = "lax_core::config::duration")]
     pub retry_budget: Duration,
     /// Deadline of every broker call that is not a publish: consumer groups, streams, and

@@ -173,10 +173,6 @@ async fn kill_under_load_unnoticed(victim: Victim, name: &str) {
 }
 
 /// A killed stream leader is an election, not an error.
-#[ignore = "failed 2 runs of 3 since main gained issue 18 (never hangs: an assertion after ~40 s): \
-            when the election outlasts the in-flight attempts' 5 s, 10 consecutive attempt \
-            timeouts open the broker breaker (docs/RELIABILITY.md); run with \
-            `cargo nextest run --workspace --all-features -E 'package(lax-client) & binary(cluster)' --run-ignored all`"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_is_not_an_error() {
     kill_under_load_unnoticed(Victim::Leader, "leader kill").await;

@@ -127,6 +127,8 @@ pub enum Delivery {
 pub struct Error {
     kind: ErrorKind,
     delivery: Delivery,
+    /// The server reported a passing state behind it; see [`Error::is_transient`].
+    transient: bool,
     message: Cow<'static, str>,
     source: Option<BoxError>,
 }
@@ -143,6 +145,7 @@ impl Error {
         Error {
             kind,
             delivery,
+            transient: false,
             message: message.into(),
             source: None,
         }
@@ -206,6 +209,23 @@ impl Error {
     /// Marks the message as possibly stored.
     pub fn maybe_stored(self) -> Self {
         self.with_delivery(Delivery::MaybeStored)
+    }
+
+    /// Marks the failure as a passing state that the server answering reported about what is
+    /// behind it (a JetStream leader election the broker waited on until the deadline); see
+    /// [`Error::is_transient`].
+    pub fn transient(mut self) -> Self {
+        self.transient = true;
+        self
+    }
+
+    /// True when the server answered that a passing state behind it (a stream-leader
+    /// election) kept it from finishing in time: the path itself answered, so a circuit
+    /// breaker tolerates such failures for a while (its
+    /// [`transient_grace`](crate::breaker::BreakerConfig::transient_grace)) before it counts
+    /// them. Retrying is as safe and as useful as the [kind](ErrorKind::is_retryable) says.
+    pub fn is_transient(&self) -> bool {
+        self.transient
     }
 
     /// What went wrong.

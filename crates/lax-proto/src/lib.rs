@@ -35,3 +35,8 @@ pub mod broker {
 /// reflection and for checking the compiled contract.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/broker_v1_descriptor.bin"));
+
+/// The response metadata (trailer) key with which a broker marks a failed unary `Publish` as
+/// a passing state of the JetStream cluster (a leader election): the status twin of the
+/// `transient` field of `PublishAck` and `PublishResponse`.
+pub const TRANSIENT_METADATA: &str = "lax-transient";

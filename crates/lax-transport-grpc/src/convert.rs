@@ -51,7 +51,8 @@ pub(crate) fn to_proto(request: &PublishRequest, timeout: Duration) -> proto::Pu
 }
 
 /// The caller's receipt for a `StreamPublish` ack, or the error it reports. The broker's
-/// `maybe_stored` flag decides whether a failed message may be stored.
+/// `maybe_stored` flag decides whether a failed message may be stored, its `transient` flag
+/// whether the failure was a passing cluster state ([`Error::is_transient`]).
 pub(crate) fn ack_to_receipt(message_id: String, ack: proto::PublishAck) -> Result<Receipt, Error> {
     if ack.success {
         return Ok(Receipt::acked(
@@ -69,7 +70,10 @@ pub(crate) fn ack_to_receipt(message_id: String, ack: proto::PublishAck) -> Resu
     } else {
         Delivery::NotSent
     };
-    Err(message_error(ack.error_code, ack.error).with_delivery(delivery))
+    Err(transient_if(
+        message_error(ack.error_code, ack.error).with_delivery(delivery),
+        ack.transient,
+    ))
 }
 
 /// The caller's receipt for a `Publish`/`BatchPublish` response, or the per-message error
@@ -79,7 +83,10 @@ pub(crate) fn response_to_receipt(
     response: proto::PublishResponse,
 ) -> Result<Receipt, Error> {
     if response.error_code != Code::Ok as i32 || !response.error.is_empty() {
-        return Err(message_error(response.error_code, response.error));
+        return Err(transient_if(
+            message_error(response.error_code, response.error),
+            response.transient,
+        ));
     }
     Ok(Receipt::acked(
         message_id,
@@ -92,6 +99,10 @@ pub(crate) fn response_to_receipt(
                 .and_then(|ts| SystemTime::try_from(ts).ok()),
         },
     ))
+}
+
+fn transient_if(error: Error, transient: bool) -> Error {
+    if transient { error.transient() } else { error }
 }
 
 /// A per-message failure (a code number and a reason) as an error, through the status table.
@@ -197,6 +208,18 @@ mod tests {
         let error = ack_to_receipt("m".into(), lost).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::TimedOut);
         assert!(error.may_be_stored());
+        assert!(!error.is_transient());
+
+        let electing = proto::PublishAck {
+            error: "stream has no leader".into(),
+            error_code: Code::Unavailable as i32,
+            maybe_stored: true,
+            transient: true,
+            ..Default::default()
+        };
+        let error = ack_to_receipt("m".into(), electing).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unavailable);
+        assert!(error.may_be_stored() && error.is_transient());
     }
 
     #[test]

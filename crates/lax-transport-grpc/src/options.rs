@@ -130,8 +130,11 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, Error> {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct GrpcOptions {
-    /// Broker addresses, `host:port` or `http(s)://host:port`; connections are spread over
-    /// them. Default `["localhost:50051"]`.
+    /// Broker addresses, `host:port` or `http(s)://host:port`. Connection `i` of the pool
+    /// belongs to address `i % len` (so keep `connection_pool_size` at least the number of
+    /// addresses) and publishes take the brokers in turn. A connection whose broker dies
+    /// moves to the next address, and back once its own answers again. Default
+    /// `["localhost:50051"]`.
     pub broker_addrs: Vec<String>,
     /// Number of HTTP/2 connections in the pool. Default 10.
     pub connection_pool_size: usize,
@@ -202,8 +205,9 @@ impl Default for GrpcOptions {
 
 // Builder-style setters, as tonic's `Endpoint`: `GrpcOptions` is `#[non_exhaustive]`.
 impl GrpcOptions {
-    /// Sets `broker_addrs`: broker addresses, `host:port` or `http(s)://host:port`; connections are
-    /// spread over them. Default `["localhost:50051"]`.
+    /// Sets `broker_addrs`: broker addresses, `host:port` or `http(s)://host:port`; publishes
+    /// are spread over them and fail over between them (see the field). Default
+    /// `["localhost:50051"]`.
     pub fn broker_addrs<I, S>(mut self, broker_addrs: I) -> Self
     where
         I: IntoIterator<Item = S>,

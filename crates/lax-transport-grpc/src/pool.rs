@@ -1,10 +1,16 @@
 //! The connection pool: N lanes, each one HTTP/2 connection (a tonic [`Channel`]) and, in
 //! stream mode, one long-lived `StreamPublish` stream on it.
 //!
-//! Publishes fill the first healthy lane up to [`LANE_FILL`] in flight, then the next; when
-//! every lane is that busy they go to the one with the fewest (ties broken round-robin). A lane whose stream or connection fails is taken out of rotation and rebuilt
-//! in the background — a new connection, to the next broker address, with exponential
-//! backoff — while the other lanes carry on.
+//! With several broker addresses, lane `i` belongs to address `i % addresses` (its home), and
+//! publishes take the brokers in turn. For one broker, publishes fill the first healthy lane
+//! up to [`LANE_FILL`] in flight, then the next; when every lane is that busy they go to the
+//! one with the fewest (ties broken round-robin).
+//!
+//! A lane whose stream or connection fails is taken out of rotation and rebuilt in the
+//! background — a new connection, to the next broker address, with exponential backoff —
+//! while the other lanes carry on. A lane rebuilt away from its home (its broker died) keeps
+//! trying its home with the same backoff, and moves back as soon as it answers: a broker
+//! that comes back gets its share of the load again.
 
 use std::{
     sync::{
@@ -72,7 +78,9 @@ const LANE_FILL: usize = 128;
 struct Lane {
     healthy: AtomicBool,
     in_flight: AtomicUsize,
-    /// A background task is rebuilding this lane.
+    /// The index of the broker address the lane is connected to (while healthy).
+    endpoint: AtomicUsize,
+    /// A background task is rebuilding this lane, or bringing it back to its home address.
     repairing: AtomicBool,
     conn: Mutex<Conn>,
 }
@@ -176,8 +184,7 @@ impl Pool {
             next: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
         });
-        let attempts = (0..pool.lanes.len())
-            .map(|index| pool.establish(index, &pool.endpoints[index % pool.endpoints.len()]));
+        let attempts = (0..pool.lanes.len()).map(|index| pool.establish(index, pool.home(index)));
         let results = futures::future::join_all(attempts).await;
         let mut first_error = None;
         let mut failed = Vec::new();
@@ -205,6 +212,11 @@ impl Pool {
 
     pub(crate) fn options(&self) -> &GrpcOptions {
         &self.options
+    }
+
+    /// The broker address lane `index` belongs to.
+    fn home(&self, index: usize) -> usize {
+        index % self.endpoints.len()
     }
 
     /// Number of lanes.
@@ -251,9 +263,10 @@ impl Pool {
         )))
     }
 
-    /// The lane for the next publish: the first healthy lane (in lane order) with fewer than
-    /// [`LANE_FILL`] publishes in flight, else the healthy lane with the fewest, the search
-    /// starting at the next lane in turn so that ties spread round-robin.
+    /// The lane for the next publish: on the next broker in turn that has a healthy lane, the
+    /// first healthy lane (in lane order) with fewer than [`LANE_FILL`] publishes in flight,
+    /// else its healthy lane with the fewest, the search starting at the next lane in turn so
+    /// that ties spread round-robin.
     ///
     /// Filling lanes before spreading keeps messages together: every frame, write and wake-up
     /// on the HTTP/2 connection, in the broker's stream task and on its NATS connection
@@ -262,12 +275,13 @@ impl Pool {
     /// nats-server as much), and the throughput fell by as much.
     fn pick(&self) -> Option<usize> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        choose_lane(&self.lanes, start)
+        choose_lane(&self.lanes, self.endpoints.len(), start)
     }
 
-    /// Connects lane `index` to `endpoint` (and opens its stream in stream mode), then puts
-    /// it in rotation.
-    async fn establish(self: &Arc<Self>, index: usize, endpoint: &Endpoint) -> Result<(), Error> {
+    /// Connects lane `index` to broker address `target` (and opens its stream in stream mode),
+    /// then puts it in rotation, in place of its current connection if it has one.
+    async fn establish(self: &Arc<Self>, index: usize, target: usize) -> Result<(), Error> {
+        let endpoint = &self.endpoints[target];
         let channel = endpoint.connect().await.map_err(|e| {
             Error::unavailable(format!(
                 "cannot connect to the broker at {}: {e}",
@@ -297,12 +311,13 @@ impl Pool {
                 Some(opened)
             }
         };
-        self.install(index, generation, channel, stream)
+        self.install(index, target, generation, channel, stream)
     }
 
     fn install(
         self: &Arc<Self>,
         index: usize,
+        target: usize,
         generation: u64,
         channel: Channel,
         stream: Option<(Session, AckReader)>,
@@ -313,6 +328,8 @@ impl Pool {
             return Err(Error::closed());
         }
         conn.generation = generation;
+        // A replaced connection's publishes in flight finish on it: their leases hold its
+        // session, whose reader runs on; dropping the last of them half-closes its stream.
         conn.channel = Some(channel);
         conn.established = Some(Instant::now());
         if let Some((session, reader)) = stream {
@@ -324,8 +341,12 @@ impl Pool {
                 reader,
             )));
         }
-        // Cleared before the lane turns healthy, so a failure from now on starts a repair.
-        lane.repairing.store(false, Ordering::SeqCst);
+        lane.endpoint.store(target, Ordering::Relaxed);
+        // Cleared before the lane turns healthy, so a failure from now on starts a repair;
+        // away from home, the repair task stays on to bring the lane back.
+        if target == self.home(index) {
+            lane.repairing.store(false, Ordering::SeqCst);
+        }
         if !lane.healthy.swap(true, Ordering::SeqCst) {
             self.metrics.connections.increment(1.0);
         }
@@ -440,8 +461,10 @@ fn next_repair_delay(
     }
 }
 
-/// Rebuilds lane `index` until it works, the pool is shut down or dropped. Each attempt tries
-/// the next broker address, after a delay that doubles up to the configured maximum.
+/// Rebuilds lane `index` until it is connected to its home address, the pool is shut down or
+/// dropped. While the lane is broken, each attempt tries the next broker address; once it is
+/// connected elsewhere, each attempt tries its home. Attempts come after a delay that doubles
+/// up to the configured maximum (and starts again at the initial one after a move).
 async fn repair(pool: Weak<Pool>, index: usize, shutdown: CancellationToken) {
     let Some((mut delay, max_delay)) = pool.upgrade().map(|pool| {
         let initial = pool.options.reconnect_initial_backoff;
@@ -456,11 +479,23 @@ async fn repair(pool: Weak<Pool>, index: usize, shutdown: CancellationToken) {
             () = tokio::time::sleep(delay) => {}
         }
         let Some(pool) = pool.upgrade() else { return };
-        let endpoint = pool.endpoints[(index + attempt) % pool.endpoints.len()].clone();
-        match pool.establish(index, &endpoint).await {
-            Ok(()) => {
-                tracing::info!(lane = index, broker = %endpoint.uri(), "broker connection restored");
+        let home = pool.home(index);
+        let away = pool.lanes[index].healthy.load(Ordering::SeqCst);
+        let target = if away {
+            home
+        } else {
+            (index + attempt) % pool.endpoints.len()
+        };
+        let broker = pool.endpoints[target].uri().clone();
+        match pool.establish(index, target).await {
+            Ok(()) if target == home => {
+                tracing::info!(lane = index, %broker, "broker connection restored");
                 return;
+            }
+            Ok(()) => {
+                tracing::info!(lane = index, %broker, home = %pool.endpoints[home].uri(), "broker connection moved to another broker until its own answers again");
+                delay = pool.options.reconnect_initial_backoff;
+                continue;
             }
             Err(error) => {
                 if shutdown.is_cancelled() {
@@ -474,9 +509,18 @@ async fn repair(pool: Weak<Pool>, index: usize, shutdown: CancellationToken) {
     }
 }
 
-/// [`Pool::pick`]'s choice among `lanes`; `start` turns the search for the least busy lane.
-fn choose_lane(lanes: &[Lane], start: usize) -> Option<usize> {
-    let healthy = |lane: &Lane| lane.healthy.load(Ordering::Relaxed);
+/// [`Pool::pick`]'s choice among `lanes` connected to `endpoints` broker addresses; `start`
+/// turns the choice of broker and the search for the least busy lane.
+fn choose_lane(lanes: &[Lane], endpoints: usize, start: usize) -> Option<usize> {
+    let up = |lane: &Lane| lane.healthy.load(Ordering::Relaxed);
+    let endpoint = (0..endpoints)
+        .map(|turn| (start + turn) % endpoints)
+        .find(|&e| {
+            lanes
+                .iter()
+                .any(|l| up(l) && l.endpoint.load(Ordering::Relaxed) == e)
+        })?;
+    let healthy = |lane: &Lane| up(lane) && lane.endpoint.load(Ordering::Relaxed) == endpoint;
     let load = |lane: &Lane| lane.in_flight.load(Ordering::Relaxed);
     if let Some(index) = lanes
         .iter()
@@ -516,21 +560,49 @@ mod tests {
     #[test]
     fn lanes_fill_in_order_then_the_least_busy_takes_the_next() {
         let fill = LANE_FILL;
-        assert_eq!(choose_lane(&lanes(&[(true, 0), (true, 0)]), 1), Some(0));
+        assert_eq!(choose_lane(&lanes(&[(true, 0), (true, 0)]), 1, 1), Some(0));
         assert_eq!(
-            choose_lane(&lanes(&[(true, fill - 1), (true, 0)]), 0),
+            choose_lane(&lanes(&[(true, fill - 1), (true, 0)]), 1, 0),
             Some(0)
         );
-        assert_eq!(choose_lane(&lanes(&[(true, fill), (true, 3)]), 0), Some(1));
         assert_eq!(
-            choose_lane(&lanes(&[(false, 0), (true, 5)]), 0),
+            choose_lane(&lanes(&[(true, fill), (true, 3)]), 1, 0),
+            Some(1)
+        );
+        assert_eq!(
+            choose_lane(&lanes(&[(false, 0), (true, 5)]), 1, 0),
             Some(1),
             "skips broken lanes"
         );
         let busy = lanes(&[(true, fill + 9), (true, fill + 2), (true, fill + 2)]);
-        assert_eq!(choose_lane(&busy, 0), Some(1));
-        assert_eq!(choose_lane(&busy, 2), Some(2), "ties go round");
-        assert_eq!(choose_lane(&lanes(&[(false, 0), (false, 0)]), 0), None);
+        assert_eq!(choose_lane(&busy, 1, 0), Some(1));
+        assert_eq!(choose_lane(&busy, 1, 2), Some(2), "ties go round");
+        assert_eq!(choose_lane(&lanes(&[(false, 0), (false, 0)]), 1, 0), None);
+    }
+
+    #[test]
+    fn publishes_take_the_brokers_in_turn_and_skip_one_without_lanes() {
+        // Lanes 0 and 2 on broker 0, 1 and 3 on broker 1, as a pool of 4 over 2 addresses.
+        let pool = lanes(&[(true, 0), (true, 0), (true, 0), (true, 0)]);
+        for (index, lane) in pool.iter().enumerate() {
+            lane.endpoint.store(index % 2, Ordering::Relaxed);
+        }
+        assert_eq!(choose_lane(&pool, 2, 0), Some(0));
+        assert_eq!(choose_lane(&pool, 2, 1), Some(1));
+        assert_eq!(choose_lane(&pool, 2, 2), Some(0));
+        // Broker 1 died and its lanes moved to broker 0: every publish goes there.
+        pool[1].healthy.store(false, Ordering::Relaxed);
+        pool[3].endpoint.store(0, Ordering::Relaxed);
+        assert_eq!(choose_lane(&pool, 2, 1), Some(0));
+        pool[0].in_flight.store(LANE_FILL, Ordering::Relaxed);
+        assert_eq!(
+            choose_lane(&pool, 2, 1),
+            Some(2),
+            "fills the next lane of broker 0"
+        );
+        // Broker 1 is back on lane 3: it takes its turn again.
+        pool[3].endpoint.store(1, Ordering::Relaxed);
+        assert_eq!(choose_lane(&pool, 2, 1), Some(3));
     }
 
     #[test]

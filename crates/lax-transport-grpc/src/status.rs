@@ -20,6 +20,9 @@ use tonic::{Code, ConnectError, Status, TimeoutExpired};
 /// | `FAILED_PRECONDITION`, `NOT_FOUND`, `ALREADY_EXISTS`, `PERMISSION_DENIED`, `UNAUTHENTICATED`, `UNIMPLEMENTED` | `Rejected` | no |
 /// | `INTERNAL`, `UNKNOWN`, `DATA_LOSS`, `OK` | `Internal` | when `sent` |
 ///
+/// A status carrying the [`TRANSIENT_METADATA`](lax_proto::TRANSIENT_METADATA) trailer is
+/// [transient](Error::is_transient): the broker waited on a leader election.
+///
 /// A status the client's own transport produced (it carries a source error: a refused
 /// connection, a reset stream, a keep-alive timeout) is a connection failure whatever its
 /// code: `Unavailable`, never stored when the connection could not even be made
@@ -68,12 +71,20 @@ pub fn status_to_error(status: &Status, sent: bool) -> Error {
         | Code::Unimplemented => (ErrorKind::Rejected, Delivery::NotSent),
         Code::Internal | Code::Unknown | Code::DataLoss | Code::Ok => (ErrorKind::Internal, maybe),
     };
-    Error::new(
+    let error = Error::new(
         kind,
         format!("broker answered {:?}: {}", status.code(), status.message()),
     )
     .with_delivery(delivery)
-    .with_source(status.clone())
+    .with_source(status.clone());
+    if status
+        .metadata()
+        .contains_key(lax_proto::TRANSIENT_METADATA)
+    {
+        error.transient()
+    } else {
+        error
+    }
 }
 
 /// True when `T` is `error` or one of its causes.

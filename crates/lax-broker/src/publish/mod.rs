@@ -533,15 +533,33 @@ enum Attempt {
     Failed(PublishFailure),
 }
 
-/// The first wait before sending again after a transient failure; it doubles up to
-/// [`TRANSIENT_RETRY_MAX`]. JetStream elects a stream leader within a few seconds (its
-/// election timeout is 4–9 s), so a publish checks about twice a second meanwhile.
 /// How long calls wait for a lost NATS connection to come back before the broker answers
 /// UNAVAILABLE at once; see [`PublishCore::wait_connected`].
 const RECONNECT_GRACE: Duration = Duration::from_secs(2);
 
+/// The first wait before sending again after a transient failure; it doubles up to
+/// [`TRANSIENT_RETRY_MAX`]. JetStream elects a stream leader within a few seconds (its
+/// election timeout is 4–9 s), so a publish checks about twice a second meanwhile.
 const TRANSIENT_RETRY_FIRST: Duration = Duration::from_millis(50);
 const TRANSIENT_RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// A send's ack is overdue after this share of the call's time (within
+/// [`ACK_PATIENCE_MIN`]..=[`ACK_PATIENCE_MAX`]): the message is sent again under the same id,
+/// and whichever send is acked first answers (JetStream de-duplicates). A stream leader
+/// killed after taking a message never acks it; the resend finds the election (no
+/// responders) and keeps trying until the new leader takes it, instead of the caller's
+/// attempt waiting out its whole timeout. The patience doubles with every resend, so a
+/// leader that is merely slow gets a few extra copies, not a flood.
+const ACK_PATIENCE_SHARE: u32 = 5;
+const ACK_PATIENCE_MIN: Duration = Duration::from_millis(250);
+const ACK_PATIENCE_MAX: Duration = Duration::from_secs(2);
+
+/// A transient state still unresolved this share of the call's time before its deadline
+/// (at most [`TRANSIENT_ANSWER_LEAD_MAX`]) is answered then: the broker's UNAVAILABLE
+/// (flagged transient) must reach the caller before the caller's own timeout fires, which
+/// it would read as a plain timeout of the path.
+const TRANSIENT_ANSWER_LEAD_SHARE: u32 = 10;
+const TRANSIENT_ANSWER_LEAD_MAX: Duration = Duration::from_millis(500);
 
 /// A sent message awaiting its ack; it holds an in-flight slot until answered.
 #[derive(Debug)]
@@ -553,74 +571,146 @@ pub(crate) struct InFlight {
     _permit: InflightPermit,
 }
 
+/// One send's ack, with the stream it was sent to.
+type PendingAck = futures::future::BoxFuture<
+    'static,
+    (
+        StreamTarget,
+        Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+    ),
+>;
+
+fn pending_ack(target: StreamTarget, ack: PublishAckFuture) -> PendingAck {
+    Box::pin(async move { (target, ack.into_future().await) })
+}
+
 impl InFlight {
     /// Waits for the ack, sending again (same message id, so JetStream de-duplicates) while
-    /// the deadline allows when the failure is transient: no stream leader during an
-    /// election, JetStream's API not answering, the NATS node going away. A publish that
-    /// found no stream at all (deleted since the lookup was cached) is resolved afresh and
-    /// sent once more. Whatever is left at the deadline is answered UNAVAILABLE, flagged
-    /// "may have been stored" when any send went unanswered.
+    /// the deadline allows: when the failure is transient (no stream leader during an
+    /// election, JetStream's API not answering, the NATS node going away) and when an ack is
+    /// overdue (see [`ACK_PATIENCE_SHARE`]); the first send to be acked answers. A publish
+    /// that found no stream at all (deleted since the lookup was cached) is resolved afresh
+    /// and sent once more. A transient state still unresolved shortly before the deadline is
+    /// answered UNAVAILABLE, flagged transient, and "may have been stored" when any send
+    /// went unanswered; sends merely unanswered at the deadline are answered
+    /// DEADLINE_EXCEEDED, may have been stored.
     pub(crate) async fn wait(self) -> Result<Stored, PublishFailure> {
         let InFlight {
             core,
             prepared,
-            mut attempt,
+            attempt,
             deadline,
             _permit,
         } = self;
-        let mut resolved_again = false;
-        let mut maybe_stored = false;
+        let window = deadline.saturating_duration_since(Instant::now());
+        let answer_transient_by =
+            deadline - (window / TRANSIENT_ANSWER_LEAD_SHARE).min(TRANSIENT_ANSWER_LEAD_MAX);
+        let mut patience = (window / ACK_PATIENCE_SHARE).clamp(ACK_PATIENCE_MIN, ACK_PATIENCE_MAX);
         let mut pause = TRANSIENT_RETRY_FIRST;
+        let mut pending = futures::stream::FuturesUnordered::new();
+        // The latest transient failure: what the call is answered if nothing is acked.
+        let mut transient: Option<PublishFailure> = None;
+        let mut maybe_stored = false;
+        let mut resolved_again = false;
+        let mut next_send = match attempt {
+            Attempt::Sent((target, ack)) => {
+                pending.push(pending_ack(target, ack));
+                Instant::now() + patience
+            }
+            Attempt::Failed(failure) => {
+                transient = Some(failure);
+                Instant::now() + pause
+            }
+        };
         loop {
-            let failure = match attempt {
-                Attempt::Failed(failure) => failure,
-                Attempt::Sent((target, ack)) => {
-                    match core.await_ack(&prepared, &target, ack, deadline).await {
-                        Ok(stored) => return Ok(stored),
-                        Err(failure) if failure.code == Code::NotFound && !failure.maybe_stored => {
-                            // Bounded like every other wait: a lookup JetStream does not
-                            // answer must not keep the call past its deadline.
-                            let check = within(
-                                deadline,
-                                core.router.no_leader_or_gone(&prepared.subject, &target),
-                            )
-                            .await
-                            .unwrap_or_else(|_| Some(core.lookup_timed_out()));
-                            match check {
-                                Some(no_leader) => no_leader,
-                                None if resolved_again => return Err(failure),
-                                None => {
-                                    resolved_again = true;
-                                    attempt = core
-                                        .redispatch(&prepared, deadline)
-                                        .await
-                                        .map_err(|f| f.maybe_stored_if(maybe_stored))?;
-                                    continue;
-                                }
-                            }
-                        }
-                        Err(failure) => failure,
+            // The broker's answer must not lose its race against the caller's timeout.
+            let give_up_at = if transient.is_some() {
+                answer_transient_by
+            } else {
+                deadline
+            };
+            let wake = next_send.min(give_up_at);
+            let answered = tokio::select! {
+                biased;
+                Some(answered) = futures::StreamExt::next(&mut pending) => Some(answered),
+                () = tokio::time::sleep_until(wake) => None,
+            };
+            let unanswered = maybe_stored || !pending.is_empty();
+            let Some((target, result)) = answered else {
+                if Instant::now() >= give_up_at {
+                    let failure = match transient {
+                        Some(failure) => failure,
+                        None => core.timed_out("waiting for the JetStream ack", true),
+                    };
+                    return Err(failure.maybe_stored_if(unanswered));
+                }
+                // A send is due: the ack is overdue, or a transient failure has paused.
+                if !core.wait_connected(give_up_at).await {
+                    // NATS is down rather than electing: answer now, as every call does then.
+                    return Err(core.unreachable().maybe_stored_if(unanswered));
+                }
+                if !pending.is_empty() {
+                    core.metrics.jetstream_error("ack_overdue");
+                    tracing::debug!(message_id = %prepared.message_id, ?patience, "no ack yet; sending again");
+                }
+                match core.redispatch(&prepared, give_up_at).await {
+                    Ok(Attempt::Sent((target, ack))) => {
+                        pending.push(pending_ack(target, ack));
+                        next_send = Instant::now() + patience;
+                        patience = (patience * 2).min(ACK_PATIENCE_MAX);
+                    }
+                    Ok(Attempt::Failed(failure)) => {
+                        transient = Some(failure);
+                        next_send = Instant::now() + pause;
+                        pause = (pause * 2).min(TRANSIENT_RETRY_MAX);
+                    }
+                    Err(failure) => return Err(failure.maybe_stored_if(unanswered)),
+                }
+                continue;
+            };
+            let failure = match core.read_ack(&prepared, &target, result) {
+                Ok(stored) => return Ok(stored),
+                Err(failure) => failure,
+            };
+            let failure = if failure.code == Code::NotFound && !failure.maybe_stored {
+                // Bounded like every other wait: a lookup JetStream does not answer must
+                // not keep the call past its deadline.
+                let check = within(
+                    give_up_at,
+                    core.router.no_leader_or_gone(&prepared.subject, &target),
+                )
+                .await
+                .unwrap_or_else(|_| Some(core.lookup_timed_out()));
+                match check {
+                    Some(no_leader) => no_leader,
+                    None if resolved_again => {
+                        return Err(failure.maybe_stored_if(maybe_stored || !pending.is_empty()));
+                    }
+                    None => {
+                        // Gone since the lookup was cached: resolve afresh and send now.
+                        resolved_again = true;
+                        next_send = Instant::now();
+                        continue;
                     }
                 }
+            } else {
+                failure
             };
+            if failure.code == Code::DeadlineExceeded && failure.maybe_stored {
+                // This send's ack timed out in the NATS client: it stays unanswered, and
+                // the other sends (or the next) may still be acked.
+                maybe_stored = true;
+                continue;
+            }
             maybe_stored |= failure.maybe_stored;
-            let failure = failure.maybe_stored_if(maybe_stored);
-            let retry_at = Instant::now() + pause;
-            if !failure.transient || retry_at >= deadline {
-                return Err(failure);
+            if !failure.transient {
+                return Err(failure.maybe_stored_if(maybe_stored || !pending.is_empty()));
             }
             core.metrics.jetstream_error("transient_retry");
             tracing::debug!(message_id = %prepared.message_id, %failure, ?pause, "sending again after a transient failure");
-            tokio::time::sleep_until(retry_at).await;
+            transient = Some(failure);
+            next_send = next_send.min(Instant::now() + pause);
             pause = (pause * 2).min(TRANSIENT_RETRY_MAX);
-            if !core.wait_connected(deadline).await {
-                // NATS is down rather than electing: answer now, as every call does then.
-                return Err(core.unreachable().maybe_stored_if(maybe_stored));
-            }
-            attempt = core
-                .redispatch(&prepared, deadline)
-                .await
-                .map_err(|f| f.maybe_stored_if(maybe_stored))?;
         }
     }
 }
@@ -640,16 +730,15 @@ impl PublishCore {
         }
     }
 
-    /// Awaits one ack until `deadline`.
-    async fn await_ack(
+    /// Reads one send's ack.
+    fn read_ack(
         &self,
         prepared: &Prepared,
         target: &StreamTarget,
-        ack: PublishAckFuture,
-        deadline: Instant,
+        result: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
     ) -> Result<Stored, PublishFailure> {
-        match timeout_at(deadline, ack.into_future()).await {
-            Ok(Ok(ack)) => {
+        match result {
+            Ok(ack) => {
                 if ack.stream != target.name {
                     self.router.forget_subject(&prepared.subject);
                 }
@@ -660,8 +749,7 @@ impl PublishCore {
                     timestamp: SystemTime::now(),
                 })
             }
-            Err(_elapsed) => Err(self.timed_out("waiting for the JetStream ack", true)),
-            Ok(Err(error)) => Err(self.ack_failure(target, &error)),
+            Err(error) => Err(self.ack_failure(target, &error)),
         }
     }
 }

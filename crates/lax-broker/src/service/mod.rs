@@ -72,11 +72,13 @@ impl Outcome {
                 stream: stored.stream,
                 error: String::new(),
                 error_code: 0,
+                transient: false,
             },
             Err(failure) => pb::PublishResponse {
                 message_id: self.message_id,
                 error: failure.to_status().message().to_owned(),
                 error_code: failure.code_number(),
+                transient: failure.transient,
                 ..Default::default()
             },
         }
@@ -98,6 +100,7 @@ impl Outcome {
                 error: failure.message.clone(),
                 error_code: failure.code_number(),
                 maybe_stored: failure.maybe_stored,
+                transient: failure.transient,
                 ..Default::default()
             },
         }

@@ -5,7 +5,11 @@
 //!
 //! - **closed**: requests pass; `failure_threshold` consecutive failures that
 //!   [trip the breaker](crate::Error::trips_breaker) (timeouts, unreachable servers, internal
-//!   errors — never invalid input or refusals) open it;
+//!   errors — never invalid input or refusals) open it. A failure the server reports as
+//!   [transient](crate::Error::is_transient) (a stream-leader election behind the broker) is
+//!   not a dead path: such failures count only once they have gone on, with no success
+//!   between, for longer than `transient_grace` (longer than any election should last), so
+//!   an election never opens the breaker and a cluster that stays leaderless still does;
 //! - **open**: requests fail at once with [`CircuitOpen`](error::CircuitOpen), without calling
 //!   or even polling the inner service; after `open_timeout` the next request finds it
 //!   half-open;
@@ -71,6 +75,9 @@ pub struct BreakerConfig {
     pub open_timeout: Duration,
     /// Trial requests admitted while half-open; all must succeed to close (≥ 1).
     pub half_open_trials: u32,
+    /// How long [transient](crate::Error::is_transient) failures (with no success between)
+    /// are tolerated before they count like any other; they fail a half-open trial at once.
+    pub transient_grace: Duration,
 }
 
 impl BreakerConfig {
@@ -80,6 +87,9 @@ impl BreakerConfig {
     pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
     /// The contract's half-open trial requests: 3.
     pub const DEFAULT_HALF_OPEN_TRIALS: u32 = 3;
+    /// 15 s: a JetStream election takes 4–9 s after the leader stops answering, and the first
+    /// transient answer comes one attempt (5 s) after that at the latest.
+    pub const DEFAULT_TRANSIENT_GRACE: Duration = Duration::from_secs(15);
 
     /// Sets the consecutive counted failures that open a closed breaker.
     pub fn failure_threshold(mut self, failure_threshold: u32) -> Self {
@@ -96,6 +106,12 @@ impl BreakerConfig {
     /// Sets the trial requests admitted while half-open.
     pub fn half_open_trials(mut self, half_open_trials: u32) -> Self {
         self.half_open_trials = half_open_trials;
+        self
+    }
+
+    /// Sets how long transient failures are tolerated before they count.
+    pub fn transient_grace(mut self, transient_grace: Duration) -> Self {
+        self.transient_grace = transient_grace;
         self
     }
 
@@ -121,6 +137,7 @@ impl Default for BreakerConfig {
             failure_threshold: Self::DEFAULT_FAILURE_THRESHOLD,
             open_timeout: Self::DEFAULT_OPEN_TIMEOUT,
             half_open_trials: Self::DEFAULT_HALF_OPEN_TRIALS,
+            transient_grace: Self::DEFAULT_TRANSIENT_GRACE,
         }
     }
 }

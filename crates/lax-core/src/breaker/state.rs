@@ -8,7 +8,7 @@ use std::{
     fmt,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU8, AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering},
     },
 };
 
@@ -110,6 +110,9 @@ pub(crate) enum Verdict {
     Healthy,
     /// The path did not answer: counts towards opening.
     Failed,
+    /// The path answered that a passing state behind it (an election) kept it from
+    /// finishing: counts only once such answers have gone on for the transient grace.
+    Transient,
     /// Says nothing about the path (invalid input, a closed publisher, another breaker).
     Neutral,
 }
@@ -123,11 +126,17 @@ impl Verdict {
         }
     }
 
-    /// Failed when the error [trips the breaker](ErrorKind::trips_breaker); healthy when the
-    /// server answered with a refusal or "full"; otherwise neutral.
+    /// Failed when the error [trips the breaker](ErrorKind::trips_breaker) (transient when
+    /// the server reported it [transient](Error::is_transient)); healthy when the server
+    /// answered with a refusal or "full"; otherwise neutral.
     fn of_error(error: &(dyn std::error::Error + 'static)) -> Self {
         let (kind, _) = Error::classify(error);
-        if kind.trips_breaker() {
+        let transient = error
+            .downcast_ref::<Error>()
+            .is_some_and(Error::is_transient);
+        if kind.trips_breaker() && transient {
+            Verdict::Transient
+        } else if kind.trips_breaker() {
             Verdict::Failed
         } else if matches!(kind, ErrorKind::Rejected | ErrorKind::Overloaded) {
             Verdict::Healthy
@@ -145,6 +154,8 @@ struct Cold {
     /// Bumped on every transition, so a trial from an earlier half-open spell counts for
     /// nothing in a later one.
     generation: u64,
+    /// When the current run of transient failures (no success since) began.
+    transient_since: Option<Instant>,
 }
 
 pub(crate) struct Shared {
@@ -152,6 +163,8 @@ pub(crate) struct Shared {
     config: BreakerConfig,
     state: AtomicU8,
     consecutive_failures: AtomicU32,
+    /// Whether `cold.transient_since` is set: a success checks this, not the lock.
+    transient_run: AtomicBool,
     cold: Mutex<Cold>,
     state_gauge: Gauge,
     trips: Counter,
@@ -196,11 +209,13 @@ impl Shared {
             config,
             state: AtomicU8::new(CLOSED),
             consecutive_failures: AtomicU32::new(0),
+            transient_run: AtomicBool::new(false),
             cold: Mutex::new(Cold {
                 opened_at: Instant::now(),
                 trials_left: 0,
                 trials_passed: 0,
                 generation: 0,
+                transient_since: None,
             }),
             state_gauge,
             trips,
@@ -284,19 +299,43 @@ impl Shared {
                 if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
                     self.consecutive_failures.store(0, Ordering::Relaxed);
                 }
+                if self.transient_run.load(Ordering::Relaxed) {
+                    self.end_transient_run(&mut self.cold());
+                }
             }
-            Verdict::Failed => {
-                let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
-                if failures >= self.config.failure_threshold {
-                    let mut cold = self.cold();
-                    // Another request may have opened it already.
-                    if self.state.load(Ordering::Acquire) == CLOSED {
-                        self.transition(&mut cold, BreakerState::Open);
-                    }
+            Verdict::Failed => self.count_failure(),
+            Verdict::Transient => {
+                if self.transient_run_outlasted_grace() {
+                    self.count_failure();
                 }
             }
             Verdict::Neutral => {}
         }
+    }
+
+    fn count_failure(&self) {
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if failures >= self.config.failure_threshold {
+            let mut cold = self.cold();
+            // Another request may have opened it already.
+            if self.state.load(Ordering::Acquire) == CLOSED {
+                self.transition(&mut cold, BreakerState::Open);
+            }
+        }
+    }
+
+    /// Notes a transient failure; true once the run of them (no success since the first)
+    /// has lasted longer than the grace, when they count like any failure.
+    fn transient_run_outlasted_grace(&self) -> bool {
+        let mut cold = self.cold();
+        let since = *cold.transient_since.get_or_insert_with(Instant::now);
+        self.transient_run.store(true, Ordering::Relaxed);
+        since.elapsed() >= self.config.transient_grace
+    }
+
+    fn end_transient_run(&self, cold: &mut Cold) {
+        cold.transient_since = None;
+        self.transient_run.store(false, Ordering::Relaxed);
     }
 
     fn settle_trial(&self, generation: u64, verdict: Verdict) {
@@ -304,7 +343,8 @@ impl Shared {
         if cold.generation != generation {
             return;
         }
-        if verdict == Verdict::Failed {
+        // A trial tests whether the path recovered: a transient answer says it has not.
+        if matches!(verdict, Verdict::Failed | Verdict::Transient) {
             self.transition(&mut cold, BreakerState::Open);
             return;
         }
@@ -340,6 +380,7 @@ impl Shared {
             }
             BreakerState::Closed => {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
+                self.end_transient_run(cold);
                 tracing::info!(path = self.name, "circuit breaker closed");
             }
         }

@@ -18,6 +18,7 @@ const CONFIG: BreakerConfig = BreakerConfig {
     failure_threshold: 3,
     open_timeout: Duration::from_secs(30),
     half_open_trials: 2,
+    transient_grace: Duration::from_secs(15),
 };
 
 fn breaker(config: BreakerConfig) -> (CircuitBreakerLayer, Breaker, Handle) {
@@ -163,6 +164,53 @@ async fn a_failed_trial_opens_it_again_for_a_full_timeout() {
     assert_eq!(state.state(), BreakerState::Closed);
 }
 
+fn electing() -> Error {
+    Error::unavailable("stream has no leader")
+        .maybe_stored()
+        .transient()
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_count_only_after_the_grace() {
+    let (layer, mut service, mut handle) = breaker(CONFIG);
+    let state = layer.handle();
+    // An election: many transient answers, well past the threshold, within the grace.
+    for _ in 0..4 * CONFIG.failure_threshold {
+        publish(&mut service, &mut handle, Err(electing()))
+            .await
+            .unwrap_err();
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state.state(), BreakerState::Closed);
+    assert_eq!(state.consecutive_failures(), 0);
+    // A success ends the run: the next one starts a grace of its own.
+    publish(&mut service, &mut handle, Ok(())).await.unwrap();
+    tokio::time::advance(CONFIG.transient_grace).await;
+    publish(&mut service, &mut handle, Err(electing()))
+        .await
+        .unwrap_err();
+    assert_eq!(state.consecutive_failures(), 0);
+    // Leaderless for longer than any election: the failures count, and open it.
+    tokio::time::advance(CONFIG.transient_grace).await;
+    for _ in 0..CONFIG.failure_threshold {
+        publish(&mut service, &mut handle, Err(electing()))
+            .await
+            .unwrap_err();
+    }
+    assert_eq!(state.state(), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_answer_fails_a_trial() {
+    let (layer, mut service, mut handle) = breaker(CONFIG);
+    open(&mut service, &mut handle).await;
+    tokio::time::advance(CONFIG.open_timeout).await;
+    publish(&mut service, &mut handle, Err(electing()))
+        .await
+        .unwrap_err();
+    assert_eq!(layer.handle().state(), BreakerState::Open);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_abandoned_or_neutral_trial_gives_its_slot_back() {
     let config = BreakerConfig {
@@ -268,6 +316,7 @@ fn invalid_config_is_a_config_error() {
             failure_threshold: 10,
             open_timeout: Duration::from_secs(30),
             half_open_trials: 3,
+            transient_grace: Duration::from_secs(15),
         }
     );
 }

@@ -353,6 +353,7 @@ async fn a_trial_publish_dropped_unfinished_goes_back_to_the_breaker() {
             failure_threshold: 1,
             open_timeout: Duration::from_secs(1),
             half_open_trials: 1,
+            ..BreakerConfig::default()
         }),
         ..StackConfig::default()
     };
