@@ -154,8 +154,9 @@ async fn run(command: Command) -> Result<(), Failure> {
 
 async fn run_broker(config: BrokerConfig) -> Result<(), Failure> {
     let logging = init_broker_logging(Command::BROKER_LOG_FILTER, &config)?;
+    let stop = lax_broker::cli::shutdown_signal();
     let served = match Broker::start(config).await {
-        Ok(broker) => broker.run_until(lax_broker::cli::shutdown_signal()).await,
+        Ok(broker) => broker.run_until(stop).await,
         Err(error) => Err(error),
     };
     // Sends the last spans, whether the broker stopped cleanly or failed.

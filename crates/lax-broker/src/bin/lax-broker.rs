@@ -33,8 +33,9 @@ fn main() -> ExitCode {
         .and_then(|runtime| {
             runtime.block_on(async {
                 let logging = init_broker_logging("info", &config)?;
+                let stop = shutdown_signal();
                 let served = match Broker::start(config).await {
-                    Ok(broker) => broker.run_until(shutdown_signal()).await,
+                    Ok(broker) => broker.run_until(stop).await,
                     Err(error) => Err(error),
                 };
                 logging.shutdown().await;

@@ -49,6 +49,8 @@ impl DevArgs {
 }
 
 pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
+    // Listening before the stack starts: a SIGTERM sent once it answers is a clean stop.
+    let stop = shutdown_signal();
     let stack = LocalStack::start(&args.spec()).await?;
     // `lax bench` reads the pids to report the broker's and nats-server's CPU per message.
     let pids_file = args.data_dir.join(DEV_PIDS_FILE);
@@ -80,7 +82,7 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
         .write_all(banner.as_bytes())
         .and_then(|()| stdout.flush());
     drop(stdout);
-    let stopped = stack.run_until(shutdown_signal()).await;
+    let stopped = stack.run_until(stop).await;
     let _ = std::fs::remove_file(&pids_file);
     stopped?;
     eprintln!("LAX dev stack stopped");
