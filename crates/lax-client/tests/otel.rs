@@ -10,15 +10,12 @@ mod common;
 
 use std::{fmt::Write as _, sync::OnceLock};
 
-use common::{DEADLINE, Env, create_stream};
-use lax_client::{
-    DirectProcess, LaxClient, PublishOptions, ReceivedMessage, StartPosition, SubscribeOptions,
-};
+use common::{DEADLINE, Env, create_stream, next, process_in_background, subscriptions_registered};
+use lax_client::{DirectProcess, LaxClient, PublishOptions};
 use lax_proto::broker::v1::{self as proto, broker_service_client::BrokerServiceClient};
 use lax_testkit::wait_for;
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use tokio::sync::mpsc;
 use tracing::Instrument as _;
 use tracing_subscriber::{
     Layer as _, filter::filter_fn, layer::SubscriberExt as _, util::SubscriberInitExt as _,
@@ -150,43 +147,6 @@ fn tree(exporter: &InMemorySpanExporter, trace_id: TraceId) -> String {
     let mut out = format!("OpenTelemetry trace {trace_id}\n");
     walk(&mut out, &spans, SpanId::INVALID, 0);
     out
-}
-
-/// Processes `subject` through the broker in the background, sending each message handled.
-async fn process_in_background(
-    client: &LaxClient,
-    subject: &str,
-) -> mpsc::UnboundedReceiver<ReceivedMessage> {
-    let subscription = client
-        .subscribe(
-            subject,
-            SubscribeOptions::default().start(StartPosition::First),
-        )
-        .await
-        .expect("subscribe");
-    let (handled, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(subscription.process(move |message| {
-        let handled = handled.clone();
-        async move { handled.send(message).map_err(|_| "test over") }
-    }));
-    receiver
-}
-
-async fn next(receiver: &mut mpsc::UnboundedReceiver<ReceivedMessage>) -> ReceivedMessage {
-    tokio::time::timeout(DEADLINE, receiver.recv())
-        .await
-        .expect("a message within the deadline")
-        .expect("the handler runs")
-}
-
-/// The NATS server has registered every subscription this client made.
-async fn subscriptions_registered(client: &LaxClient) {
-    let probe = format!("_LAX.sync.{}", lax_core::new_message_id());
-    let answer = client.nats().client().request(probe, "".into()).await;
-    assert!(
-        matches!(&answer, Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders),
-        "{answer:?}"
-    );
 }
 
 /// The exported `lax.broker.publish` → `lax.broker.deliver` → `lax.process` chain of

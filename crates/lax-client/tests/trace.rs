@@ -15,14 +15,10 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use common::{DEADLINE, Env, create_stream};
-use lax_client::{
-    DirectProcess, ErrorKind, LaxClient, PublishOptions, ReceivedMessage, StartPosition,
-    SubscribeOptions,
-};
+use common::{DEADLINE, Env, create_stream, next, process_in_background, subscriptions_registered};
+use lax_client::{DirectProcess, ErrorKind, LaxClient, PublishOptions};
 use lax_proto::broker::v1::{self as proto, broker_service_client::BrokerServiceClient};
 use lax_testkit::wait_for;
-use tokio::sync::mpsc;
 use tracing::{
     Subscriber,
     field::{Field, Visit},
@@ -225,37 +221,6 @@ fn assert_child(child: &Recorded, parent: &Recorded) {
     );
 }
 
-/// Processes `subject` through the broker in the background, sending each message handled.
-async fn process_in_background(
-    client: &LaxClient,
-    subject: &str,
-) -> mpsc::UnboundedReceiver<ReceivedMessage> {
-    let subscription = client
-        .subscribe(
-            subject,
-            SubscribeOptions::default().start(StartPosition::First),
-        )
-        .await
-        .expect("subscribe");
-    let (handled, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(subscription.process(move |message| {
-        let handled = handled.clone();
-        async move { handled.send(message).map_err(|_| "test over") }
-    }));
-    receiver
-}
-
-/// The NATS server has registered every subscription this client made: its "no
-/// responders" answer to a request comes after them.
-async fn subscriptions_registered(client: &LaxClient) {
-    let probe = format!("_LAX.sync.{}", lax_core::new_message_id());
-    let answer = client.nats().client().request(probe, "".into()).await;
-    assert!(
-        matches!(&answer, Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders),
-        "{answer:?}"
-    );
-}
-
 /// The capture, servers, a client, and a persistent stream `stream` on `subjects`.
 async fn start(stream: &str, subjects: &str) -> (Capture, Env, LaxClient) {
     let capture = capture();
@@ -283,13 +248,6 @@ fn persistent_with_ack() -> Option<proto::PublishOptions> {
         require_ack: true,
         ..Default::default()
     })
-}
-
-async fn next(receiver: &mut mpsc::UnboundedReceiver<ReceivedMessage>) -> ReceivedMessage {
-    tokio::time::timeout(DEADLINE, receiver.recv())
-        .await
-        .expect("a message within the deadline")
-        .expect("the handler runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,12 @@ use std::{net::SocketAddr, time::Duration};
 
 use async_nats::jetstream;
 use lax_broker::{Broker, BrokerConfig, RunningBroker};
-use lax_client::{ClientOptions, LaxClient, Tier, admin::StreamConfig};
+use lax_client::{
+    ClientOptions, LaxClient, ReceivedMessage, StartPosition, SubscribeOptions, Tier,
+    admin::StreamConfig,
+};
 use lax_testkit::NatsServer;
+use tokio::sync::mpsc;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -101,4 +105,45 @@ async fn start_broker(nats_url: &str, listen: SocketAddr) -> RunningBroker {
     config.no_metrics = true;
     config.shutdown_timeout_ms = 5_000;
     Broker::start(config).await.expect("broker starts")
+}
+
+/// Processes `subject` through the broker in the background, sending each message handled.
+pub(crate) async fn process_in_background(
+    client: &LaxClient,
+    subject: &str,
+) -> mpsc::UnboundedReceiver<ReceivedMessage> {
+    let subscription = client
+        .subscribe(
+            subject,
+            SubscribeOptions::default().start(StartPosition::First),
+        )
+        .await
+        .expect("subscribe");
+    let (handled, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(subscription.process(move |message| {
+        let handled = handled.clone();
+        async move { handled.send(message).map_err(|_| "test over") }
+    }));
+    receiver
+}
+
+/// The next message handled by [`process_in_background`], within [`DEADLINE`].
+pub(crate) async fn next(
+    receiver: &mut mpsc::UnboundedReceiver<ReceivedMessage>,
+) -> ReceivedMessage {
+    tokio::time::timeout(DEADLINE, receiver.recv())
+        .await
+        .expect("a message within the deadline")
+        .expect("the handler runs")
+}
+
+/// The NATS server has registered every subscription this client made: its "no
+/// responders" answer to a request comes after them.
+pub(crate) async fn subscriptions_registered(client: &LaxClient) {
+    let probe = format!("_LAX.sync.{}", lax_core::new_message_id());
+    let answer = client.nats().client().request(probe, "".into()).await;
+    assert!(
+        matches!(&answer, Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders),
+        "{answer:?}"
+    );
 }
