@@ -1,264 +1,157 @@
-//! A pool of interchangeable services — typically gRPC connections to the broker.
+//! A pool of long-lived connections ("members") to one or more peers ("targets"), shared by
+//! every request: it picks the member for each request, watches members die and rebuilds them
+//! in the background. The gRPC transport's lanes to the broker are this pool's members.
 //!
-//! [`Pool`] keeps `size` members made by a [`MakeService`] and sends each request to the next
-//! ready member in turn (round-robin over the ready ones), so a member that is busy or
-//! reconnecting is skipped rather than waited on. A member is replaced by a freshly made one
-//! when its `poll_ready` fails or one of its calls fails with a connection-level error
-//! ([`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable)). The pool is ready when any
-//! member is, and not ready while none is.
+//! A transport implements [`Connect`]: how to make a member for a target, and (with
+//! [`Connected::ends_when`]) how to tell that it died. The pool does the rest:
 //!
-//! Members are made on the first `poll_ready`. A member whose making fails is made again on a
-//! later `poll_ready`; only when no member at all could be made does `poll_ready` fail, with
-//! the maker's error.
+//! - **Homes.** Member `i` belongs to target `i % targets` (its home), and requests take the
+//!   targets in turn.
+//! - **Fill, then least busy.** On the target whose turn it is, a request goes to the first
+//!   healthy member (in member order) with fewer than [`fill`](PoolBuilder::fill) requests in
+//!   flight; when every one is that busy, to the least busy one (ties go round). Filling before
+//!   spreading keeps requests together: every frame, write and wake-up on a connection carries
+//!   as many of them as are in flight on it.
+//! - **Repair.** A member that dies (its [`Connected::ends_when`] future completes, or a
+//!   request reports it with [`Lease::broken`]) is taken out of rotation and rebuilt in a
+//!   background task with exponential [backoff](PoolBuilder::backoff), trying the next target
+//!   in turn, while the others carry on. The first delay doubles while connections keep dying
+//!   young (a peer that accepts them and drops them at once), and starts over after one that
+//!   stayed up.
+//! - **Going home.** A member rebuilt away from its home keeps trying its home with the same
+//!   backoff, and moves back as soon as it answers: a peer that comes back gets its share again.
+//! - **Metrics.** An optional gauge of healthy members and a counter of failed connections and
+//!   deaths ([`PoolBuilder::metrics`]).
+//! - **Shutdown.** [`Pool::shutdown`] stops the repairs, drops the members and waits (up to a
+//!   timeout) for their end futures: a transport that half-closes a stream on drop gets the
+//!   peer's last answers.
 //!
-//! A pool is not `Clone`: share it behind a [`tower::buffer::Buffer`].
+//! A [`Pool`] is cheap to clone and is used through `&self`: [`Pool::lease`] picks a member
+//! for one request, which counts as in flight on it until the [`Lease`] is dropped. For custom
+//! tower stacks, [`PoolService`] is the same pool as a [`tower::Service`] whose members are
+//! services themselves.
 //!
 //! ```
-//! use lax_core::{BoxError, PublishRequest, PublisherService, Route};
-//! use lax_core::pool::Pool;
+//! use std::{fmt, time::Duration};
+//! use lax_core::{Error, PublishRequest, PublisherService, Route};
+//! use lax_core::pool::{Connect, Connected, Pool, PoolService};
 //! use lax_core::testing::ScriptedPublisher;
-//! use tower::{Service, ServiceExt};
+//! use tower::ServiceExt;
+//!
+//! /// Makes in-memory members; a real transport opens a connection to `target` here.
+//! struct Scripted;
+//!
+//! impl Connect for Scripted {
+//!     type Target = &'static str;
+//!     type Member = PublisherService<ScriptedPublisher>;
+//!
+//!     async fn connect(&self, target: &&'static str) -> Result<Connected<Self::Member>, Error> {
+//!         let member = PublisherService::new(ScriptedPublisher::new(Route::Broker));
+//!         // A real member also says when it dies, e.g. when its connection's reader ends:
+//!         // `Connected::new(member).ends_when(async { reader.await; "stream ended".into() })`.
+//!         Ok(Connected::new(member))
+//!     }
+//! }
 //!
 //! # tokio_test::block_on(async {
-//! let connect = tower::service_fn(|_: ()| async {
-//!     Ok::<_, BoxError>(PublisherService::new(ScriptedPublisher::new(Route::Broker)))
-//! });
-//! let mut pool = Pool::new(connect, (), 4)?;
-//! let receipt = pool.ready().await.unwrap().call(PublishRequest::new("a.b", "x")).await.unwrap();
+//! let pool = Pool::builder(Scripted, vec!["broker-a:50051", "broker-b:50051"])
+//!     .size(4)
+//!     .backoff(Duration::from_millis(100), Duration::from_secs(5))
+//!     .connect()
+//!     .await?;
+//! assert_eq!((pool.size(), pool.healthy()), (4, 4));
+//!
+//! // Through `&self`: a lease is one request's use of a member.
+//! let lease = pool.lease()?;
+//! assert_eq!(lease.target(), &"broker-a:50051");
+//! drop(lease);
+//!
+//! // As a tower `Service` over members that are services.
+//! let receipt = PoolService::new(pool.clone())
+//!     .oneshot(PublishRequest::new("orders.created", "{}"))
+//!     .await
+//!     .map_err(Error::from_boxed)?;
 //! assert_eq!(receipt.route, Route::Broker);
-//! assert_eq!(pool.size(), 4);
-//! # Ok::<(), lax_core::Error>(())
+//!
+//! pool.shutdown(Duration::from_secs(5)).await;
+//! assert_eq!(pool.healthy(), 0);
+//! # Ok::<(), Error>(())
 //! # }).unwrap();
 //! ```
 
+mod choice;
 pub mod future;
+mod members;
+mod service;
 
-use std::{
-    fmt,
-    future::Future,
-    marker::PhantomData,
-    pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    task::{Context, Poll},
-};
+use std::{fmt, future::Future, pin::Pin};
 
-use tower::{MakeService, Service};
+use crate::error::Error;
 
-use crate::error::{BoxError, Error};
+pub use members::{Lease, Pool, PoolBuilder};
+pub use service::PoolService;
 
-/// One slot of the pool.
-enum Member<S, F> {
-    /// To be made on the next chance.
-    Vacant,
-    Making(Pin<Box<F>>),
-    Live {
-        service: S,
-        /// Set by a response future whose call failed at the connection level.
-        broken: Arc<AtomicBool>,
-    },
+/// Makes the members of a [`Pool`]: a transport's connection to one target.
+///
+/// The pool calls [`connect`](Connect::connect) for each member at the start and again
+/// whenever one is rebuilt, from tasks of its own (so the connector lives as long as the pool,
+/// shared by them).
+pub trait Connect: Send + Sync + 'static {
+    /// Where a member connects to, e.g. a broker address; shown in logs.
+    type Target: fmt::Display + Send + Sync + 'static;
+    /// One member: a connection and whatever rides on it. Dropped when the member is replaced
+    /// and the last [`Lease`] on it is gone.
+    type Member: Send + Sync + 'static;
+
+    /// Makes a member connected to `target`. An error leaves the member to be rebuilt later
+    /// (with backoff), or fails [`PoolBuilder::connect`] when no member could be made.
+    fn connect(
+        &self,
+        target: &Self::Target,
+    ) -> impl Future<Output = Result<Connected<Self::Member>, Error>> + Send;
 }
 
-/// `size` services made by a maker, used in turn; see the [module docs](self).
-pub struct Pool<M, Target, Req>
-where
-    M: MakeService<Target, Req>,
-{
-    maker: M,
-    target: Target,
-    members: Vec<Member<M::Service, M::Future>>,
-    /// Where the next search for a ready member starts.
-    cursor: usize,
-    /// The member found ready for the next call.
-    ready: Option<usize>,
-    _request: PhantomData<fn(Req)>,
+/// A member just made by [`Connect::connect`], and optionally what tells its end.
+pub struct Connected<M> {
+    member: M,
+    ended: Option<Pin<Box<dyn Future<Output = String> + Send>>>,
 }
 
-impl<M, Target, Req> Pool<M, Target, Req>
-where
-    M: MakeService<Target, Req>,
-{
-    /// A pool of `size` members, each made by `maker` for `target`. A size of 0 is a
-    /// [`Config`](crate::ErrorKind::Config) error.
-    pub fn new(maker: M, target: Target, size: usize) -> Result<Self, Error> {
-        if size == 0 {
-            return Err(Error::config("a pool needs at least 1 member"));
+impl<M> Connected<M> {
+    /// A member that does not report its own death; requests report it with
+    /// [`Lease::broken`].
+    pub fn new(member: M) -> Self {
+        Connected {
+            member,
+            ended: None,
         }
-        Ok(Pool {
-            maker,
-            target,
-            members: (0..size).map(|_| Member::Vacant).collect(),
-            cursor: 0,
-            ready: None,
-            _request: PhantomData,
-        })
     }
 
-    /// Number of members, live or being made.
-    pub fn size(&self) -> usize {
-        self.members.len()
+    /// `ended` completes, with the reason, when the member dies (e.g. a stream's reader that
+    /// ends). The pool runs it in a task of its own, then takes the member out of rotation
+    /// and rebuilds it; [`Pool::shutdown`] waits for it after dropping the member.
+    pub fn ends_when(mut self, ended: impl Future<Output = String> + Send + 'static) -> Self {
+        self.ended = Some(Box::pin(ended));
+        self
     }
 
-    /// Members made and not known to be broken.
-    pub fn live(&self) -> usize {
-        self.members
-            .iter()
-            .filter(|m| matches!(m, Member::Live { broken, .. } if !broken.load(Ordering::Relaxed)))
-            .count()
-    }
-
-    /// The maker.
+    /// The member.
     pub fn get_ref(&self) -> &M {
-        &self.maker
+        &self.member
     }
 
-    /// The maker, mutably.
-    pub fn get_mut(&mut self) -> &mut M {
-        &mut self.maker
-    }
-
-    /// The maker.
+    /// The member, without its end.
     pub fn into_inner(self) -> M {
-        self.maker
+        self.member
     }
 }
 
-impl<M, Target, Req> fmt::Debug for Pool<M, Target, Req>
-where
-    M: MakeService<Target, Req>,
-{
+impl<M: fmt::Debug> fmt::Debug for Connected<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pool")
-            .field("size", &self.size())
-            .field("live", &self.live())
-            .field("ready", &self.ready)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What polling one member found.
-enum Found<E> {
-    Ready,
-    NotYet,
-    MakeFailed(E),
-}
-
-impl<M, Target, Req> Pool<M, Target, Req>
-where
-    M: MakeService<Target, Req>,
-    M::MakeError: Into<BoxError>,
-    M::Error: Into<BoxError>,
-    Target: Clone,
-{
-    /// Drives member `index` as far as it goes without waiting: replaces it if broken,
-    /// makes it if vacant, and polls it ready once made.
-    fn poll_member(
-        &mut self,
-        index: usize,
-        cx: &mut Context<'_>,
-    ) -> Result<Found<BoxError>, BoxError> {
-        loop {
-            match &mut self.members[index] {
-                Member::Vacant => match self.maker.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        let making = self.maker.make_service(self.target.clone());
-                        self.members[index] = Member::Making(Box::pin(making));
-                    }
-                    Poll::Ready(Err(e)) => return Err(e.into()),
-                    Poll::Pending => return Ok(Found::NotYet),
-                },
-                Member::Making(making) => match making.as_mut().poll(cx) {
-                    Poll::Ready(Ok(service)) => {
-                        self.members[index] = Member::Live {
-                            service,
-                            broken: Arc::default(),
-                        };
-                    }
-                    Poll::Ready(Err(e)) => {
-                        let e = e.into();
-                        tracing::warn!(member = index, error = %e, "could not make a pool member");
-                        // Made again on a later poll, not now: a maker failing at once
-                        // would spin here.
-                        self.members[index] = Member::Vacant;
-                        return Ok(Found::MakeFailed(e));
-                    }
-                    Poll::Pending => return Ok(Found::NotYet),
-                },
-                Member::Live { broken, .. } if broken.load(Ordering::Relaxed) => {
-                    tracing::warn!(
-                        member = index,
-                        "pool member lost its connection; replacing it"
-                    );
-                    self.members[index] = Member::Vacant;
-                }
-                Member::Live { service, .. } => match service.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => return Ok(Found::Ready),
-                    Poll::Ready(Err(e)) => {
-                        let e: BoxError = e.into();
-                        tracing::warn!(
-                            member = index,
-                            error = %e,
-                            "pool member failed; replacing it"
-                        );
-                        self.members[index] = Member::Vacant;
-                    }
-                    Poll::Pending => return Ok(Found::NotYet),
-                },
-            }
-        }
-    }
-}
-
-impl<M, Target, Req> Service<Req> for Pool<M, Target, Req>
-where
-    M: MakeService<Target, Req>,
-    M::MakeError: Into<BoxError>,
-    M::Error: Into<BoxError>,
-    Target: Clone,
-{
-    type Response = M::Response;
-    type Error = BoxError;
-    type Future = future::ResponseFuture<<M::Service as Service<Req>>::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.ready.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        let size = self.members.len();
-        let mut make_failures = 0;
-        let mut last_make_error = None;
-        for offset in 0..size {
-            let index = (self.cursor + offset) % size;
-            match self.poll_member(index, cx)? {
-                Found::Ready => {
-                    self.ready = Some(index);
-                    self.cursor = (index + 1) % size;
-                    return Poll::Ready(Ok(()));
-                }
-                Found::NotYet => {}
-                Found::MakeFailed(e) => {
-                    make_failures += 1;
-                    last_make_error = Some(e);
-                }
-            }
-        }
-        match last_make_error {
-            // Nothing could be made, and nothing else will wake this task.
-            Some(e) if make_failures == size => Poll::Ready(Err(e)),
-            _ => Poll::Pending,
-        }
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        let member = self.ready.take().map(|index| &mut self.members[index]);
-        match member {
-            Some(Member::Live { service, broken }) => {
-                future::ResponseFuture::called(service.call(request), Arc::clone(broken))
-            }
-            _ => future::ResponseFuture::not_ready(),
-        }
+        f.debug_struct("Connected")
+            .field("member", &self.member)
+            .field("reports_its_end", &self.ended.is_some())
+            .finish()
     }
 }
 
