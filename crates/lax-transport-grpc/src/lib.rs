@@ -4,9 +4,12 @@
 //! broker, which writes them to JetStream and returns the ack.
 //!
 //! - **A pool of HTTP/2 connections** ([`GrpcOptions::connection_pool_size`], 10 by default)
-//!   spread over one or more broker addresses. Publishes go to the healthy connection with
-//!   the fewest in flight; a broken one is rebuilt in the background with exponential
-//!   backoff, trying the next address. HTTP/2 keep-alive pings find dead connections.
+//!   spread over one or more broker addresses, balanced and repaired by lax-core's
+//!   [`lax_core::pool::Pool`]: publishes take the addresses in turn and fill one connection
+//!   up to 128 in flight before the next gets any (then the least busy); a broken one is
+//!   rebuilt in the background with exponential backoff, trying the next address, and moves
+//!   back to its own address when that answers again. HTTP/2 keep-alive pings find dead
+//!   connections; a stream's end is reported to the pool by its ack reader.
 //! - **Multiplexed streams**: by default ([`PublishMode::Stream`]) each connection carries one
 //!   long-lived `StreamPublish` stream with many publishes in flight on it; each ack is
 //!   matched back to its caller by message id. A stream that breaks fails only its own
@@ -55,8 +58,8 @@ mod admin;
 mod auth;
 mod convert;
 mod group;
+mod lane;
 mod options;
-mod pool;
 mod publisher;
 mod session;
 mod status;
@@ -66,8 +69,8 @@ mod subscriber;
 pub use admin::{BrokerAdmin, GroupJoin};
 pub use auth::BearerAuth;
 pub use group::{ConsumerGroupConfig, DeliverPolicy};
+pub use lane::BrokerClient;
 pub use options::{GrpcOptions, PublishMode, TlsOptions};
-pub use pool::BrokerClient;
 pub use publisher::{GrpcPublisher, PublishFuture};
 pub use status::status_to_error;
 pub use stream::{

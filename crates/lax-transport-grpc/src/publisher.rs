@@ -10,7 +10,8 @@ use std::{
 };
 
 use lax_core::{
-    Error, Limits, PublishRequest, Publisher, Receipt, drain::Drain, validate::validate_request,
+    Error, Limits, PublishRequest, Publisher, Receipt, drain::Drain, pool::Lease,
+    validate::validate_request,
 };
 use lax_proto::broker::v1 as proto;
 use tonic::{Response, Status};
@@ -18,8 +19,8 @@ use tonic::{Response, Status};
 use crate::{
     admin::BrokerAdmin,
     convert::{response_to_receipt, to_proto},
+    lane::{self, BrokerClient, LaneConnector, Lanes},
     options::{GrpcOptions, PublishMode},
-    pool::{BrokerClient, Lease, Pool, Purpose},
     status::{is_transport_failure, status_to_error},
 };
 
@@ -46,7 +47,7 @@ pub struct GrpcPublisher {
 }
 
 struct Inner {
-    pool: Arc<Pool>,
+    pool: Lanes,
     drain: Drain,
     limits: Limits,
 }
@@ -54,8 +55,11 @@ struct Inner {
 impl fmt::Debug for GrpcPublisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcPublisher")
-            .field("broker_addrs", &self.inner.pool.options().broker_addrs)
-            .field("mode", &self.inner.pool.options().mode)
+            .field(
+                "broker_addrs",
+                &self.inner.pool.connector().options().broker_addrs,
+            )
+            .field("mode", &self.inner.pool.connector().options().mode)
             .field("connections", &self.inner.pool.size())
             .field("healthy_connections", &self.inner.pool.healthy())
             .field("closed", &self.inner.drain.is_closed())
@@ -115,7 +119,7 @@ impl GrpcPublisher {
 
     async fn open(options: GrpcOptions, require_one: bool) -> Result<Self, Error> {
         let limits = options.limits();
-        let pool = Pool::connect(options, require_one).await?;
+        let pool = lane::connect(options, require_one).await?;
         Ok(GrpcPublisher {
             inner: Arc::new(Inner {
                 pool,
@@ -127,12 +131,12 @@ impl GrpcPublisher {
 
     /// The options this publisher was made with.
     pub fn options(&self) -> &GrpcOptions {
-        self.inner.pool.options()
+        self.inner.pool.connector().options()
     }
 
     /// The deadline of calls other than publishes (the options' `call_timeout`).
     pub(crate) fn call_timeout(&self) -> Duration {
-        self.inner.pool.options().call_timeout
+        self.inner.pool.connector().options().call_timeout
     }
 
     /// Number of connections in the pool.
@@ -147,11 +151,11 @@ impl GrpcPublisher {
 
     /// An administration client sharing one of the pool's connections.
     pub fn admin(&self) -> Result<BrokerAdmin, Error> {
-        let lease = self.inner.pool.lease(Purpose::Call)?;
+        let lease = self.inner.pool.lease()?;
         Ok(BrokerAdmin::new(
-            lease.channel(),
-            self.inner.pool.auth().clone(),
-            self.inner.pool.options().call_timeout,
+            lease.member().channel(),
+            self.inner.pool.connector().auth().clone(),
+            self.inner.pool.connector().options().call_timeout,
         ))
     }
 
@@ -162,7 +166,7 @@ impl GrpcPublisher {
     /// Fails with `Unavailable` when no connection is up. The client keeps its connection;
     /// a call on it fails once that connection breaks, so take a fresh one to retry.
     pub fn broker_client(&self) -> Result<BrokerClient, Error> {
-        Ok(self.inner.pool.lease(Purpose::Call)?.client())
+        Ok(self.inner.pool.lease()?.member().client())
     }
 
     /// Publishes many messages in one `BatchPublish` call; the results come back in request
@@ -191,25 +195,25 @@ impl Inner {
         request
             .options
             .timeout
-            .unwrap_or(self.pool.options().publish_timeout)
+            .unwrap_or(self.pool.connector().options().publish_timeout)
     }
 
     async fn publish(&self, request: PublishRequest) -> Result<Receipt, Error> {
         let timeout = self.timeout_of(&request);
         let message = to_proto(&request, timeout);
-        match self.pool.options().mode {
+        match self.pool.connector().options().mode {
             PublishMode::Stream => {
-                let lease = self.pool.lease(Purpose::Stream)?;
-                match lease.session() {
+                let lease = self.pool.lease_where(lane::Lane::has_open_session)?;
+                match lease.member().session() {
                     Some(session) => session.publish(request.message_id, message, timeout).await,
                     None => Err(Error::internal("a stream lease without a stream")),
                 }
             }
             PublishMode::Unary => {
-                let lease = self.pool.lease(Purpose::Call)?;
+                let lease = self.pool.lease()?;
                 let mut call = tonic::Request::new(message);
                 call.set_timeout(timeout);
-                let mut client = lease.client();
+                let mut client = lease.member().client();
                 let response = unary(&lease, timeout, client.publish(call)).await?;
                 response_to_receipt(request.message_id, response)
             }
@@ -238,7 +242,7 @@ impl Inner {
             return results;
         }
         let count = messages.len();
-        let outcome = match self.pool.lease(Purpose::Call) {
+        let outcome = match self.pool.lease() {
             Err(error) => Err(error),
             Ok(lease) => {
                 let mut call = tonic::Request::new(proto::BatchPublishRequest {
@@ -246,7 +250,7 @@ impl Inner {
                     default_options: None,
                 });
                 call.set_timeout(timeout);
-                let mut client = lease.client();
+                let mut client = lease.member().client();
                 unary(&lease, timeout, client.batch_publish(call)).await
             }
         };
@@ -277,7 +281,7 @@ impl Inner {
 /// Runs one unary call on `lease` with a client-side deadline; a transport failure breaks
 /// the lane.
 async fn unary<T>(
-    lease: &Lease,
+    lease: &Lease<LaneConnector>,
     timeout: Duration,
     call: impl Future<Output = Result<Response<T>, Status>>,
 ) -> Result<T, Error> {
@@ -323,7 +327,8 @@ impl Publisher for GrpcPublisher {
     /// waits (up to `close_timeout`) for the broker to end them.
     async fn close(&self) -> Result<(), Error> {
         self.inner.drain.close().await;
-        self.inner.pool.shutdown().await;
+        let close_timeout = self.inner.pool.connector().options().close_timeout;
+        self.inner.pool.shutdown(close_timeout).await;
         Ok(())
     }
 }

@@ -16,7 +16,7 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use crate::{convert::ack_to_receipt, pool::BrokerClient, status::status_to_error};
+use crate::{convert::ack_to_receipt, lane::BrokerClient, status::status_to_error};
 
 /// What a waiting publish receives: the ack, or why the stream failed.
 type Reply = Result<proto::PublishAck, Error>;

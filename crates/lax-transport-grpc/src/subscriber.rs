@@ -25,7 +25,7 @@ use lax_proto::broker::v1 as proto;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::{Response, Status, Streaming};
 
-use crate::{GrpcPublisher, pool::BrokerClient, status::status_to_error};
+use crate::{GrpcPublisher, lane::BrokerClient, status::status_to_error};
 
 /// Most settlements queued or in flight per subscription before
 /// [`Settler::settle_in_background`] waits.
