@@ -10,7 +10,7 @@
 //! | [`route`] | [`route::Route`] | sends each publish direct or through the broker |
 //! | [`retry`] | [`retry::RetryLayer`] | exponential backoff with jitter, same message id |
 //! | [`breaker`] | [`breaker::CircuitBreakerLayer`] | fails fast while a path keeps failing |
-//! | [`pool`] | [`pool::Pool`] | spreads requests over N connections, replaces broken ones |
+//! | [`pool`] | [`pool::Pool`], [`pool::PoolService`] | spreads requests over N connections to one or more targets, rebuilds broken ones in the background |
 //! | [`limit`] | [`limit::ConcurrencyLimitLayer`] | caps publishes in flight (wait or fail fast) |
 //! | [`timeout`] | [`timeout::TimeoutLayer`] | per-message timeout, else a default |
 //! | [`metrics`] | [`metrics::MetricsLayer`] | the `lax_client_*` metrics dashboards expect |
