@@ -2,6 +2,9 @@
 //! recorder installed, in-flight cap, route, breaker, timeout; retry on the broker path) over
 //! a publisher that succeeds at once, against that publisher alone.
 //!
+//! `layer/pool` is lax-core's connection pool as a service over 10 such publishers: what
+//! choosing, leasing and releasing a member costs, as the gRPC transport does per publish.
+//!
 //! `cargo bench -p lax-core --bench stack`. Criterion reports each on its own; the summary
 //! printed last times them all interleaved, best of 25 rounds, and gives the time each adds
 //! over the bare publisher: the figure to read on a shared machine.
@@ -20,6 +23,7 @@ use lax_core::{
     breaker::{BreakerConfig, CircuitBreakerLayer},
     limit::{ConcurrencyLimitLayer, LimitMode},
     metrics::MetricsLayer,
+    pool::{Connect, Connected, Pool, PoolService},
     route::Route,
     stack::{StackBuilder, StackConfig},
     timeout::TimeoutLayer,
@@ -44,6 +48,19 @@ impl Publisher for Noop {
 
     async fn close(&self) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+/// Makes [`Noop`] members, as the gRPC transport makes lanes: the pool's choice, lease and
+/// release are what `layer/pool` adds over the bare publisher.
+struct NoopMembers;
+
+impl Connect for NoopMembers {
+    type Target = &'static str;
+    type Member = PublisherService<Noop>;
+
+    async fn connect(&self, _: &&'static str) -> Result<Connected<Self::Member>, Error> {
+        Ok(Connected::new(PublisherService::new(Noop)))
     }
 }
 
@@ -217,6 +234,17 @@ fn stack(c: &mut Criterion) {
             direct,
         ),
         candidate(rt, "layer/route", Route::new(noop(), noop()), direct),
+        // As the gRPC transport's 10 lanes to one broker.
+        candidate(
+            rt,
+            "layer/pool",
+            PoolService::new(
+                runtime
+                    .block_on(Pool::builder(NoopMembers, vec!["broker"]).size(10).connect())
+                    .unwrap(),
+            ),
+            direct,
+        ),
     ];
     candidates.extend(layers);
 

@@ -236,6 +236,7 @@ impl<C: Connect> Pool<C> {
                 member: Arc::clone(member),
                 shared: Arc::clone(shared),
                 index,
+                target: slot.target.load(Ordering::Relaxed),
                 generation: state.generation,
             });
         }
@@ -292,6 +293,7 @@ pub struct Lease<C: Connect> {
     member: Arc<C::Member>,
     shared: Arc<Shared<C>>,
     index: usize,
+    target: usize,
     generation: u64,
 }
 
@@ -312,8 +314,7 @@ impl<C: Connect> Lease<C> {
 
     /// The target the member is connected to.
     pub fn target(&self) -> &C::Target {
-        let slot = &self.shared.members[self.index];
-        &self.shared.targets[slot.target.load(Ordering::Relaxed)]
+        &self.shared.targets[self.target]
     }
 
     /// Reports that the member's connection failed under this request: unless it was
