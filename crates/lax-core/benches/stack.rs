@@ -240,7 +240,11 @@ fn stack(c: &mut Criterion) {
             "layer/pool",
             PoolService::new(
                 runtime
-                    .block_on(Pool::builder(NoopMembers, vec!["broker"]).size(10).connect())
+                    .block_on(
+                        Pool::builder(NoopMembers, vec!["broker"])
+                            .size(10)
+                            .connect(),
+                    )
                     .unwrap(),
             ),
             direct,
