@@ -87,11 +87,12 @@ where
                     }
                 }
             }
-            if self.pool.is_closed() {
-                return Poll::Ready(Err(Error::closed().into()));
-            }
             let lease = match self.pool.lease() {
                 Ok(lease) => lease,
+                // A pool that is shut down has no member left.
+                Err(_) if self.pool.is_closed() => {
+                    return Poll::Ready(Err(Error::closed().into()));
+                }
                 Err(_) => {
                     // Registered before looking again, so a member that comes up in between
                     // is not missed.
