@@ -11,7 +11,7 @@ use std::{
     future::IntoFuture as _,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -96,6 +96,10 @@ pub(crate) struct PublishCore {
     outage_since: Mutex<Option<Instant>>,
     /// Whether `outage_since` is set: the connected path checks this, not the lock.
     outage_noted: AtomicBool,
+    /// The connected server's `max_payload` (0: not read yet, or to read again after an
+    /// outage, as the next server may differ): reading it from the client clones the whole
+    /// server info, which showed in the profile of every publish.
+    max_payload: AtomicUsize,
     jetstream: jetstream::Context,
     router: Arc<StreamRouter>,
     inflight: Arc<Semaphore>,
@@ -117,6 +121,7 @@ impl PublishCore {
             connection,
             outage_since: Mutex::new(None),
             outage_noted: AtomicBool::new(false),
+            max_payload: AtomicUsize::new(0),
             jetstream,
             router,
             inflight: Arc::new(Semaphore::new(settings.max_inflight)),
@@ -152,6 +157,7 @@ impl PublishCore {
         }
         let since = *self.outage().get_or_insert_with(Instant::now);
         self.outage_noted.store(true, Ordering::Relaxed);
+        self.max_payload.store(0, Ordering::Relaxed);
         let until = deadline.min(since + RECONNECT_GRACE);
         let mut connection = self.connection.clone();
         matches!(
@@ -206,7 +212,11 @@ impl PublishCore {
     /// Limits from the server's advertised `max_payload`; before the first connection the
     /// size is unknown and left to the send, which fails UNAVAILABLE anyway.
     fn limits(&self) -> Limits {
-        let max_payload = self.client.server_info().max_payload;
+        let mut max_payload = self.max_payload.load(Ordering::Relaxed);
+        if max_payload == 0 {
+            max_payload = self.client.server_info().max_payload;
+            self.max_payload.store(max_payload, Ordering::Relaxed);
+        }
         let limits = Limits::default();
         if max_payload == 0 {
             limits.with_max_payload(usize::MAX)
