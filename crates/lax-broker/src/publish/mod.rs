@@ -55,7 +55,9 @@ pub(crate) struct Prepared {
     pub(crate) message_id: String,
     pub(crate) tier: Tier,
     pub(crate) subject: String,
-    headers: HeaderMap,
+    /// Checked headers, turned into NATS's form at each send: building that form costs what
+    /// cloning it would, and a message is usually sent once.
+    headers: Headers,
     payload: Bytes,
     /// How long to wait for the ack (the request's `timeout_ms` or the broker default).
     ack_timeout: Duration,
@@ -199,7 +201,7 @@ impl PublishCore {
         Ok(Prepared {
             message_id,
             tier,
-            headers: nats_headers(&request.headers),
+            headers: request.headers,
             ack_timeout: request
                 .options
                 .timeout
@@ -286,7 +288,7 @@ impl PublishCore {
         }
         let publish = jetstream::message::PublishMessage::build()
             .payload(prepared.payload.clone())
-            .headers(prepared.headers.clone());
+            .headers(nats_headers(&prepared.headers));
         let ack = within(
             deadline,
             self.jetstream
