@@ -10,7 +10,8 @@ use std::{
 };
 
 use lax_core::{
-    Error, Limits, PublishRequest, Publisher, Receipt, drain::Drain, validate::validate_request,
+    Delivery, Error, Limits, PublishRequest, Publisher, Receipt, drain::Drain,
+    validate::validate_request,
 };
 use lax_proto::broker::v1 as proto;
 use tonic::{Response, Status};
@@ -199,7 +200,8 @@ impl Inner {
             None => Ok(timeout),
             Some(left) if left.is_zero() => Err(Error::timed_out(
                 "the publish deadline passed before the message was sent",
-            )),
+            )
+            .with_delivery(Delivery::NotSent)),
             Some(left) => Ok(timeout.min(left)),
         }
     }
