@@ -5,8 +5,12 @@
 //! directly through [`metrics::Recorder`].
 
 use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, OnceLock, PoisonError, RwLock},
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt::Write as _,
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError, RwLock, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -48,6 +52,15 @@ pub const NATS_CONNECTED: &str = "lax_broker_nats_connected";
 pub const CONSUMER_INFLIGHT_MESSAGES: &str = "lax_broker_consumer_inflight_messages";
 /// Gauge: bytes of the messages counted by [`CONSUMER_INFLIGHT_MESSAGES`].
 pub const CONSUMER_INFLIGHT_BYTES: &str = "lax_broker_consumer_inflight_bytes";
+/// Gauge: messages one live subscription holds delivered and not yet settled, by `stream`,
+/// `consumer` and `subscriber` (the subscription's id, the prefix of its ack ids). Rendered
+/// for live subscriptions only: a subscription's series ends with it.
+pub const SUBSCRIBER_INFLIGHT_MESSAGES: &str = "lax_broker_subscriber_inflight_messages";
+/// Gauge: bytes of the messages counted by [`SUBSCRIBER_INFLIGHT_MESSAGES`].
+pub const SUBSCRIBER_INFLIGHT_BYTES: &str = "lax_broker_subscriber_inflight_bytes";
+/// Messages handed to one live subscription's gRPC stream since it opened, labelled as
+/// [`SUBSCRIBER_INFLIGHT_MESSAGES`].
+pub const SUBSCRIBER_DELIVERED_TOTAL: &str = "lax_broker_subscriber_delivered_total";
 /// Publishes answered, by `stream` and `result` (as [`PUBLISH_TOTAL`]); `stream` is
 /// `unknown` for a publish refused before its stream was known.
 pub const STREAM_PUBLISH_TOTAL: &str = "lax_broker_stream_publish_total";
@@ -107,6 +120,8 @@ pub struct BrokerMetrics {
     streams: Arc<StreamCounters>,
     /// The consumer groups whose gauges the last scrape set, to zero those gone since.
     groups_seen: Arc<Mutex<HashSet<(String, String)>>>,
+    /// The live subscriptions, by id, rendered at each scrape.
+    subscribers: Arc<Mutex<BTreeMap<String, Arc<SubscriberFigures>>>>,
     inflight: Gauge,
     connected: Gauge,
 }
@@ -222,14 +237,87 @@ impl BrokerMetrics {
             hot: Arc::default(),
             streams: Arc::default(),
             groups_seen: Arc::default(),
+            subscribers: Arc::default(),
             inflight,
             connected,
         }
     }
 
-    /// A handle that renders the figures in the Prometheus text format.
+    /// A handle that renders the recorder's figures in the Prometheus text format (without
+    /// the per-subscription ones; see [`render`](Self::render)).
     pub fn handle(&self) -> PrometheusHandle {
         self.recorder.handle()
+    }
+
+    /// Every figure in the Prometheus text format: the recorder's, then one series per live
+    /// subscription. Those are rendered here rather than registered on the recorder, which
+    /// can never drop a series: subscription ids are unbounded, so their series must end
+    /// with the subscription.
+    pub fn render(&self) -> String {
+        let mut text = self.handle().render();
+        let subscribers: Vec<Arc<SubscriberFigures>> =
+            lock(&self.subscribers).values().map(Arc::clone).collect();
+        if subscribers.is_empty() {
+            return text;
+        }
+        let families = [
+            (
+                SUBSCRIBER_INFLIGHT_MESSAGES,
+                "gauge",
+                "messages a live subscription holds delivered and not yet settled",
+                &SubscriberFigures::messages as &dyn Fn(&SubscriberFigures) -> u64,
+            ),
+            (
+                SUBSCRIBER_INFLIGHT_BYTES,
+                "gauge",
+                "bytes of the messages a live subscription holds delivered and not yet settled",
+                &SubscriberFigures::bytes,
+            ),
+            (
+                SUBSCRIBER_DELIVERED_TOTAL,
+                "counter",
+                "messages handed to a live subscription's stream since it opened",
+                &SubscriberFigures::delivered,
+            ),
+        ];
+        for (name, kind, help, figure) in families {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for subscriber in &subscribers {
+                let _ = writeln!(
+                    text,
+                    "{name}{{stream=\"{}\",consumer=\"{}\",subscriber=\"{}\"}} {}",
+                    escape_label(&subscriber.stream),
+                    escape_label(&subscriber.consumer),
+                    escape_label(&subscriber.id),
+                    figure(subscriber),
+                );
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Registers a live subscription's figures; its series end when the returned guard drops.
+    pub(crate) fn subscriber(
+        &self,
+        stream: &str,
+        consumer: &str,
+        id: &str,
+    ) -> (Arc<SubscriberFigures>, LiveSubscriber) {
+        let figures = Arc::new(SubscriberFigures {
+            stream: stream.to_owned(),
+            consumer: consumer.to_owned(),
+            id: id.to_owned(),
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+        });
+        lock(&self.subscribers).insert(id.to_owned(), Arc::clone(&figures));
+        let guard = LiveSubscriber {
+            subscribers: Arc::downgrade(&self.subscribers),
+            id: id.to_owned(),
+        };
+        (figures, guard)
     }
 
     fn gauge(&self, name: &'static str, labels: [(&'static str, String); 2]) -> Gauge {
@@ -376,10 +464,7 @@ impl BrokerMetrics {
     /// Sets the consumer-group gauges to `groups` (stream, group, pending, ack pending,
     /// redelivered); groups seen by the last call and gone since are set to zero.
     pub(crate) fn set_groups(&self, groups: Vec<(String, String, [u64; 3])>) {
-        let mut seen = self
-            .groups_seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut seen = lock(&self.groups_seen);
         let mut now = HashSet::with_capacity(groups.len());
         for (stream, group, figures) in groups {
             self.set_group(&stream, &group, figures);
@@ -406,11 +491,13 @@ impl BrokerMetrics {
         }
     }
 
-    /// The in-flight gauges of one consumer.
+    /// The in-flight gauges of one consumer, and those of `subscriber`, one of its
+    /// subscriptions.
     pub(crate) fn consumer_inflight(
         &self,
         stream: &str,
         consumer: &str,
+        subscriber: Arc<SubscriberFigures>,
     ) -> crate::consumer::InflightGauges {
         let gauge = |name: &'static str| {
             let labels = vec![
@@ -423,6 +510,7 @@ impl BrokerMetrics {
         crate::consumer::InflightGauges {
             messages: gauge(CONSUMER_INFLIGHT_MESSAGES),
             bytes: gauge(CONSUMER_INFLIGHT_BYTES),
+            subscriber,
         }
     }
 
@@ -473,6 +561,82 @@ pub(crate) fn code_label(code: tonic::Code) -> String {
     label
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A label value in the Prometheus text format: backslash, double quote and line feed
+/// escaped.
+fn escape_label(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// One live subscription's figures, updated as it holds, settles and delivers messages.
+#[derive(Debug)]
+pub(crate) struct SubscriberFigures {
+    stream: String,
+    consumer: String,
+    id: String,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    delivered: AtomicU64,
+}
+
+impl SubscriberFigures {
+    fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// One message of `size` bytes is now held.
+    pub(crate) fn held(&self, size: usize) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(size as u64, Ordering::Relaxed);
+    }
+
+    /// One message of `size` bytes is settled (or given back).
+    pub(crate) fn released(&self, size: usize) {
+        self.messages.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(size as u64, Ordering::Relaxed);
+    }
+
+    /// One message was handed to the subscription's gRPC stream.
+    pub(crate) fn delivered_one(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Keeps a subscription's series rendered; they end when it drops.
+#[derive(Debug)]
+pub(crate) struct LiveSubscriber {
+    subscribers: Weak<Mutex<BTreeMap<String, Arc<SubscriberFigures>>>>,
+    id: String,
+}
+
+impl Drop for LiveSubscriber {
+    fn drop(&mut self) {
+        if let Some(subscribers) = self.subscribers.upgrade() {
+            lock(&subscribers).remove(&self.id);
+        }
+    }
+}
+
 /// How often the recorder's upkeep drains the samples histograms buffer into their buckets.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -498,11 +662,10 @@ pub(crate) async fn serve(
     api: JsApi,
     shutdown: CancellationToken,
 ) {
-    let handle = metrics.handle();
     let app = Router::new().route(
         "/metrics",
         get(move || {
-            let (handle, metrics, api) = (handle.clone(), metrics.clone(), api.clone());
+            let (metrics, api) = (metrics.clone(), api.clone());
             async move {
                 crate::consumer::lag::refresh(&api, &metrics).await;
                 let tasks = tokio::runtime::Handle::current()
@@ -512,7 +675,7 @@ pub(crate) async fn serve(
                     .recorder
                     .register_gauge(&Key::from_static_name(RUNTIME_ALIVE_TASKS), &METADATA)
                     .set(tasks as f64);
-                handle.render()
+                metrics.render()
             }
         }),
     );
@@ -527,6 +690,31 @@ pub(crate) async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_subscriptions_render_until_they_end() {
+        let metrics = BrokerMetrics::new();
+        let (figures, live) = metrics.subscriber("ORDERS", "bill\"ing", "7");
+        figures.held(100);
+        figures.held(50);
+        figures.delivered_one();
+        figures.released(100);
+        let rendered = metrics.render();
+        let labels = r#"{stream="ORDERS",consumer="bill\"ing",subscriber="7"}"#;
+        for (name, value) in [
+            (SUBSCRIBER_INFLIGHT_MESSAGES, 1),
+            (SUBSCRIBER_INFLIGHT_BYTES, 50),
+            (SUBSCRIBER_DELIVERED_TOTAL, 1),
+        ] {
+            assert!(
+                rendered.contains(&format!("{name}{labels} {value}\n")),
+                "{name} in {rendered}"
+            );
+        }
+        assert!(rendered.contains("# TYPE lax_broker_subscriber_delivered_total counter"));
+        drop(live);
+        assert!(!metrics.render().contains("lax_broker_subscriber_"));
+    }
 
     #[test]
     fn codes_become_snake_case_labels() {

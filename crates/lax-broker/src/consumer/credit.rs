@@ -21,6 +21,8 @@ use std::sync::Arc;
 use metrics::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::SubscriberFigures;
+
 /// Most bytes the broker's pulls may have asked for and not yet received, together: a quarter
 /// of nats-server's default `max_pending` for one connection, so that a broker starved of CPU
 /// is not cut off as a slow consumer while the server holds what it asked for.
@@ -74,11 +76,13 @@ impl Budget {
     }
 }
 
-/// The in-flight gauges of one consumer (a group's members add up).
+/// Where a subscription's unsettled messages are counted: its consumer's gauges (a group's
+/// members add up) and its own figures.
 #[derive(Debug, Clone)]
 pub(crate) struct InflightGauges {
     pub(crate) messages: Gauge,
     pub(crate) bytes: Gauge,
+    pub(crate) subscriber: Arc<SubscriberFigures>,
 }
 
 /// One subscription's credit.
@@ -242,6 +246,7 @@ impl Grant {
         drop(take(&mut self.wire, arrived));
         self.gauges.messages.increment(1.0);
         self.gauges.bytes.increment(size as f64);
+        self.gauges.subscriber.held(size);
         Held {
             _permits: [
                 take(&mut self.messages, 1),
@@ -267,17 +272,22 @@ impl Drop for Held {
     fn drop(&mut self) {
         self.gauges.messages.decrement(1.0);
         self.gauges.bytes.decrement(self.size as f64);
+        self.gauges.subscriber.released(self.size);
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn gauges() -> InflightGauges {
+    /// Gauges that count nowhere (the subscription's figures are not registered).
+    pub(crate) fn gauges() -> InflightGauges {
+        let (subscriber, _unregistered) =
+            crate::metrics::BrokerMetrics::new().subscriber("S", "c", "1");
         InflightGauges {
             messages: Gauge::noop(),
             bytes: Gauge::noop(),
+            subscriber,
         }
     }
 

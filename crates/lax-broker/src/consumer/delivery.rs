@@ -34,7 +34,12 @@ use super::{
     ledger::{Ledger, Pending, Registry},
     outbox::Outgoing,
 };
-use crate::{error::ApiError, jsapi::JsApi, metrics::ConsumerCounters, timestamp};
+use crate::{
+    error::ApiError,
+    jsapi::JsApi,
+    metrics::{ConsumerCounters, LiveSubscriber},
+    timestamp,
+};
 
 /// How long one pull request waits for messages. Pulls are short so that a subscription
 /// ending mid-pull has few messages in flight to give back, and a dead server is noticed.
@@ -83,6 +88,8 @@ pub(crate) struct Subscription {
     pub(crate) drained: Arc<Notify>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) counters: ConsumerCounters,
+    /// Keeps the subscription's own series on `/metrics` while it runs.
+    pub(crate) _live: LiveSubscriber,
 }
 
 impl Subscription {

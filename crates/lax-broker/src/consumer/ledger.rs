@@ -248,7 +248,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consumer::credit::{Budget, ConsumeLimits, Credit, InflightGauges};
+    use crate::consumer::credit::{Budget, ConsumeLimits, Credit, tests::gauges};
 
     /// A pending entry with a credit share of its own.
     async fn pending(seq: u64, ack_wait: Duration) -> Pending {
@@ -261,11 +261,7 @@ mod tests {
             },
             1,
         ));
-        let gauges = InflightGauges {
-            messages: metrics::Gauge::noop(),
-            bytes: metrics::Gauge::noop(),
-        };
-        let credit = Credit::new(budget, 1, 1, 1, gauges);
+        let credit = Credit::new(budget, 1, 1, 1, gauges());
         let held = credit.grant().await.hold(1);
         Pending::new(
             format!("$JS.ACK.ORDERS.c.1.{seq}.{seq}.0.0").into(),

@@ -232,12 +232,17 @@ impl ConsumerGroups {
             }
         };
         let ledger = inner.registry.open(settings.ack_wait);
+        let (figures, live) = inner
+            .metrics
+            .subscriber(&stream, &consumer_name, ledger.id());
         let credit = Credit::new(
             Arc::clone(&inner.budget),
             spec.max_inflight,
             spec.prefetch,
             largest_message(&inner.client),
-            inner.metrics.consumer_inflight(&stream, &consumer_name),
+            inner
+                .metrics
+                .consumer_inflight(&stream, &consumer_name, Arc::clone(&figures)),
         );
         let (queue, outbox) = mpsc::channel(spec.prefetch);
         let drained = Arc::new(Notify::new());
@@ -262,6 +267,7 @@ impl ConsumerGroups {
             drained: Arc::clone(&drained),
             shutdown: inner.shutdown.clone(),
             counters,
+            _live: live,
         };
         tokio::spawn(subscription.run());
         Ok(Box::pin(Outbox::new(
@@ -270,6 +276,7 @@ impl ConsumerGroups {
             drained,
             inner.client.clone(),
             inner.metrics.grpc_stream_opened("Subscribe"),
+            figures,
         )))
     }
 

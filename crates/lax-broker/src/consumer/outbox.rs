@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc};
 use tonic::Status;
 
 use super::ledger::Ledger;
-use crate::metrics::OpenStream;
+use crate::metrics::{OpenStream, SubscriberFigures};
 
 /// One queued message.
 #[derive(Debug)]
@@ -40,6 +40,8 @@ pub(crate) struct Outbox {
     client: async_nats::Client,
     /// Counts the Subscribe stream as open while tonic holds it.
     _open: OpenStream,
+    /// Counts what tonic takes.
+    figures: Arc<SubscriberFigures>,
 }
 
 impl Outbox {
@@ -49,6 +51,7 @@ impl Outbox {
         drained: Arc<Notify>,
         client: async_nats::Client,
         open: OpenStream,
+        figures: Arc<SubscriberFigures>,
     ) -> Self {
         Outbox {
             queue,
@@ -56,6 +59,7 @@ impl Outbox {
             drained,
             client,
             _open: open,
+            figures,
         }
     }
 }
@@ -73,6 +77,7 @@ impl Stream for Outbox {
         }
         Poll::Ready(next.map(|item| {
             item.map(|outgoing| {
+                self.figures.delivered_one();
                 if let Some(ack_id) = outgoing.ack_on_delivery
                     && let Ok(pending) = self.ledger.take(&ack_id)
                 {
