@@ -206,7 +206,7 @@ impl PublishCore {
                 .options
                 .timeout
                 .unwrap_or(self.settings.default_timeout),
-            subject: request.subject,
+            subject: request.subject.into(),
             payload: request.payload,
         })
     }
@@ -464,19 +464,14 @@ pub(crate) fn check(
     }
     let timeout =
         (options.timeout_ms > 0).then(|| Duration::from_millis(options.timeout_ms as u64));
-    let core_request = lax_core::PublishRequest {
-        subject: request.subject,
-        payload: request.payload,
-        headers,
-        message_id: message_id.clone(),
-        options: {
-            let options = lax_core::PublishOptions::tier(tier).with_ack(options.require_ack);
-            match timeout {
-                Some(timeout) => options.with_timeout(timeout),
-                None => options,
-            }
-        },
-    };
+    let options = lax_core::PublishOptions::tier(tier).with_ack(options.require_ack);
+    let core_request = lax_core::PublishRequest::new(request.subject, request.payload)
+        .with_headers(headers)
+        .with_message_id(message_id.as_str())
+        .with_options(match timeout {
+            Some(timeout) => options.with_timeout(timeout),
+            None => options,
+        });
     validate_request(&core_request, limits)
         .map_err(|e| refuse(Some(tier), PublishFailure::from_core(&e)))?;
     Ok(Checked {
@@ -511,7 +506,7 @@ fn message_id_of(request: &pb::PublishRequest) -> String {
                 .filter(|v| !v.is_empty())
                 .cloned()
         })
-        .unwrap_or_else(lax_core::new_message_id)
+        .unwrap_or_else(|| lax_core::new_message_id().into())
 }
 
 /// A slot of the in-flight cap, counted in the in-flight gauge while held.
