@@ -81,7 +81,7 @@ pub fn publish(
         tier,
         headers: publish::nats_headers(&request.headers),
         ack_timeout: request.options.timeout,
-        subject: request.subject,
+        subject: request.subject.into(),
         payload: request.payload,
     })
 }

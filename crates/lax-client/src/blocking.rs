@@ -1,6 +1,6 @@
 //! A blocking wrapper for code that is not async (the Python SDK's `publish_sync`).
 
-use lax_core::{Error, Receipt};
+use lax_core::{Error, Receipt, SmolStr};
 
 use crate::{
     client::{BatchMessage, BatchResult, LaxClient, PublishOptions},
@@ -44,7 +44,7 @@ impl BlockingClient {
     /// Publishes with default options, blocking until done.
     pub fn publish_sync(
         &self,
-        subject: impl Into<String>,
+        subject: impl Into<SmolStr>,
         data: impl Payload,
     ) -> Result<Receipt, Error> {
         self.runtime.block_on(self.client.publish(subject, data))
@@ -53,7 +53,7 @@ impl BlockingClient {
     /// Publishes with `options`, blocking until done.
     pub fn publish_with_sync(
         &self,
-        subject: impl Into<String>,
+        subject: impl Into<SmolStr>,
         data: impl Payload,
         options: PublishOptions,
     ) -> Result<Receipt, Error> {

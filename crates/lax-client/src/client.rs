@@ -8,12 +8,11 @@ use futures::future::join_all;
 #[cfg(feature = "opentelemetry")]
 use lax_core::trace::{OtlpLayer, OtlpTracing};
 use lax_core::{
-    BoxError, Error, Headers, Limits, PublishRequest, Publisher, PublisherService, Receipt, Route,
-    ServicePublisher, Tier,
+    BoxError, Error, Headers, PublishRequest, Publisher, PublisherService, Receipt, Route,
+    ServicePublisher, SmolStr, Tier,
     breaker::{BreakerHandle, BreakerState},
     stack::{Stack, StackBuilder},
     trace::{self, TraceContext},
-    validate::validate_request,
 };
 use lax_transport_grpc::{BrokerAdmin, GrpcPublisher};
 use lax_transport_nats::{ConnectionState, DirectSubscription, NatsPublisher};
@@ -97,7 +96,7 @@ pub struct PublishOptions {
     /// Application headers.
     pub headers: Headers,
     /// The message id; generated when unset.
-    pub message_id: Option<String>,
+    pub message_id: Option<SmolStr>,
 }
 
 impl From<lax_core::PublishOptions> for PublishOptions {
@@ -140,13 +139,13 @@ impl PublishOptions {
     }
 
     /// Sets the message id.
-    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+    pub fn message_id(mut self, id: impl Into<SmolStr>) -> Self {
         self.message_id = Some(id.into());
         self
     }
 
     /// Sets the key JetStream de-duplicates on (the message id when unset).
-    pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
+    pub fn dedup_id(mut self, id: impl Into<SmolStr>) -> Self {
         self.message.dedup_id = Some(id.into());
         self
     }
@@ -164,7 +163,7 @@ impl PublishOptions {
 
     fn into_request(
         self,
-        subject: String,
+        subject: SmolStr,
         payload: Bytes,
         content_type: Option<&'static str>,
     ) -> PublishRequest {
@@ -186,14 +185,14 @@ impl PublishOptions {
 /// One message of a [`LaxClient::batch_publish`].
 #[derive(Debug)]
 pub struct BatchMessage {
-    subject: String,
+    subject: SmolStr,
     payload: Result<(Bytes, Option<&'static str>), Error>,
     options: PublishOptions,
 }
 
 impl BatchMessage {
     /// A message with default (memory-tier) options.
-    pub fn new(subject: impl Into<String>, data: impl Payload) -> Self {
+    pub fn new(subject: impl Into<SmolStr>, data: impl Payload) -> Self {
         BatchMessage {
             subject: subject.into(),
             payload: data.into_payload(),
@@ -202,7 +201,7 @@ impl BatchMessage {
     }
 
     /// A message whose data is sent as JSON.
-    pub fn json<T: serde::Serialize>(subject: impl Into<String>, value: &T) -> Self {
+    pub fn json<T: serde::Serialize>(subject: impl Into<SmolStr>, value: &T) -> Self {
         Self::new(subject, Json(value))
     }
 
@@ -220,9 +219,9 @@ pub struct BatchResult {
     pub success_count: usize,
     /// Messages that failed.
     pub failure_count: usize,
-    /// The id of every message, in order; empty for a message refused before it was given
-    /// one (bad payload or options).
-    pub message_ids: Vec<String>,
+    /// The id of every message, in order; empty for a message whose data could not be
+    /// encoded (it was never given one).
+    pub message_ids: Vec<SmolStr>,
     /// Each message's receipt or error, in order.
     pub results: Vec<Result<Receipt, Error>>,
 }
@@ -340,7 +339,6 @@ impl LaxClientBuilder {
         );
         Ok(LaxClient {
             inner: Arc::new(Inner {
-                limits: Limits::default().with_max_payload(nats.max_payload()),
                 options,
                 publisher,
                 nats,
@@ -387,7 +385,6 @@ fn record_publish(span: &Span, published: &Result<Receipt, Error>) {
 struct Inner {
     metrics: MetricsTarget,
     options: ClientOptions,
-    limits: Limits,
     publisher: ServicePublisher<Publishing>,
     nats: NatsPublisher,
     grpc: GrpcPublisher,
@@ -404,6 +401,16 @@ struct Inner {
 /// metrics around both paths.
 ///
 /// Cheap to clone: share one per application.
+///
+/// # Where a publish is checked
+///
+/// Once in this process: the transport that sends the message (NATS for the direct path,
+/// gRPC for the broker path) checks it with [`lax_core::validate::validate_request`] before
+/// anything is sent, against the NATS server's `max_payload`, and refuses a bad one with
+/// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) (a `ValueError` in the
+/// metrics, never retried, never counted by a breaker). The client and the layers do not
+/// check it again; the broker checks once more on its side of the wire. See
+/// [`PublishRequest`]'s docs for the request the stack carries and its deadline.
 ///
 /// ```no_run
 /// use lax_client::{ClientOptions, Json, LaxClient, PublishOptions};
@@ -460,7 +467,7 @@ impl LaxClient {
     /// Publishes `data` on `subject` with default options (memory tier, no ack: direct).
     pub async fn publish(
         &self,
-        subject: impl Into<String>,
+        subject: impl Into<SmolStr>,
         data: impl Payload,
     ) -> Result<Receipt, Error> {
         self.publish_with(subject, data, PublishOptions::default())
@@ -470,7 +477,7 @@ impl LaxClient {
     /// Publishes `value` as JSON with default options.
     pub async fn publish_json<T: serde::Serialize>(
         &self,
-        subject: impl Into<String>,
+        subject: impl Into<SmolStr>,
         value: &T,
     ) -> Result<Receipt, Error> {
         self.publish(subject, Json(value)).await
@@ -480,11 +487,12 @@ impl LaxClient {
     /// route taken and, for acked publishes, the stream, sequence and duplicate flag.
     pub async fn publish_with(
         &self,
-        subject: impl Into<String>,
+        subject: impl Into<SmolStr>,
         data: impl Payload,
         options: PublishOptions,
     ) -> Result<Receipt, Error> {
-        let request = self.request(subject.into(), data.into_payload(), options)?;
+        let (payload, content_type) = data.into_payload()?;
+        let request = options.into_request(subject.into(), payload, content_type);
         self.publish_traced(request).await
     }
 
@@ -510,13 +518,15 @@ impl LaxClient {
             span_id = Empty,
             parent_span_id = Empty,
         );
-        // Validated already: a malformed header was refused.
-        let given = TraceContext::from_headers(&request.headers).ok().flatten();
-        let passes_through = given.is_some() && span.is_disabled();
-        if !passes_through
-            && let Some(context) = trace::identify(&span, given.or_else(TraceContext::current))
-        {
-            context.inject(&mut request.headers);
+        // A malformed `traceparent` of the caller's stays as it is, for the transport's
+        // validation to refuse.
+        if let Ok(given) = TraceContext::from_headers(&request.headers) {
+            let passes_through = given.is_some() && span.is_disabled();
+            if !passes_through
+                && let Some(context) = trace::identify(&span, given.or_else(TraceContext::current))
+            {
+                context.inject(&mut request.headers);
+            }
         }
         let published = self
             .inner
@@ -526,18 +536,6 @@ impl LaxClient {
             .await;
         record_publish(&span, &published);
         published
-    }
-
-    fn request(
-        &self,
-        subject: String,
-        payload: Result<(Bytes, Option<&'static str>), Error>,
-        options: PublishOptions,
-    ) -> Result<PublishRequest, Error> {
-        let (payload, content_type) = payload?;
-        let request = options.into_request(subject, payload, content_type);
-        validate_request(&request, &self.inner.limits)?;
-        Ok(request)
     }
 
     /// Publishes many messages at once and reports each outcome.
@@ -553,7 +551,11 @@ impl LaxClient {
         let publishes: Vec<_> = messages
             .into_iter()
             .map(|message| {
-                let request = self.request(message.subject, message.payload, message.options);
+                let request = message.payload.map(|(payload, content_type)| {
+                    message
+                        .options
+                        .into_request(message.subject, payload, content_type)
+                });
                 message_ids.push(
                     request
                         .as_ref()

@@ -101,7 +101,9 @@ pub mod subscribe;
 pub use client::{
     BatchMessage, BatchResult, ClientStack, LaxClient, LaxClientBuilder, PublishOptions,
 };
-pub use lax_core::{Ack, Error, ErrorKind, Headers, Receipt, Route, Tier, breaker::BreakerState};
+pub use lax_core::{
+    Ack, Error, ErrorKind, Headers, Receipt, Route, SmolStr, Tier, breaker::BreakerState,
+};
 pub use lax_transport_grpc::{BrokerAdmin, ConsumerGroupConfig, DeliverPolicy, GroupJoin};
 
 /// Stream and consumer-group administration through the broker ([`LaxClient::admin`]), in

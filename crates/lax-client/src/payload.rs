@@ -67,6 +67,13 @@ impl Payload for &str {
     }
 }
 
+/// A message id, say, sent on as the payload.
+impl Payload for lax_core::SmolStr {
+    fn into_payload(self) -> Result<(Bytes, Option<&'static str>), Error> {
+        self.as_str().into_payload()
+    }
+}
+
 /// Sends a `serde::Serialize` value as JSON (with `Content-Type: application/json`).
 ///
 /// ```

@@ -140,7 +140,7 @@ pub mod validate;
 pub use error::{BoxError, Delivery, Error, ErrorKind};
 pub use message::{
     Ack, Headers, MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, PublishOptions, PublishRequest, Receipt,
-    Route, TRACE_ID_HEADER, Tier, new_message_id,
+    Route, SmolStr, TRACE_ID_HEADER, Tier, new_message_id,
 };
 pub use publisher::{
     Lifecycle, Publisher, PublisherService, ServicePublishFuture, ServicePublisher,

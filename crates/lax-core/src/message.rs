@@ -1,9 +1,11 @@
 //! The message model: what a caller publishes and what it gets back.
 
-use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration, time::SystemTime};
+use std::{collections::BTreeMap, fmt, str::FromStr, sync::Arc, time::Duration, time::SystemTime};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+pub use smol_str::SmolStr;
+use tokio::time::Instant;
 
 use crate::error::Error;
 
@@ -101,65 +103,111 @@ impl fmt::Display for Route {
 
 /// Message headers: one value per name, kept in name order.
 ///
-/// Names and values are checked by [`crate::validate`] before anything is sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Headers(BTreeMap<String, String>);
+/// The one header type of a publish, from the caller to the transport, which converts it once
+/// into its wire form (async-nats' `HeaderMap` on the direct path, the protobuf map on the
+/// broker path). Names and values are checked by [`crate::validate`] before anything is sent.
+///
+/// Cloning is a reference-count bump (the map is shared, and copied only when a shared map is
+/// changed), and no headers allocate nothing, so a request can be kept for a retry for free.
+#[derive(Clone, Default)]
+pub struct Headers(Option<Arc<BTreeMap<String, String>>>);
+
+/// What [`Headers`] without a map of their own read from.
+static NO_HEADERS: BTreeMap<String, String> = BTreeMap::new();
 
 impl Headers {
     /// No headers.
     pub const fn new() -> Self {
-        Headers(BTreeMap::new())
+        Headers(None)
+    }
+
+    fn map(&self) -> &BTreeMap<String, String> {
+        self.0.as_deref().unwrap_or(&NO_HEADERS)
+    }
+
+    /// The map to change: this one's own, copied first if it is shared with a clone.
+    fn map_mut(&mut self) -> &mut BTreeMap<String, String> {
+        Arc::make_mut(self.0.get_or_insert_with(Arc::default))
     }
 
     /// Sets `name` to `value`, returning the value it replaces.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) -> Option<String> {
-        self.0.insert(name.into(), value.into())
+        self.map_mut().insert(name.into(), value.into())
     }
 
     /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.map().get(name).map(String::as_str)
     }
 
     /// Removes `name`, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name)
+        if !self.map().contains_key(name) {
+            return None;
+        }
+        self.map_mut().remove(name)
     }
 
     /// Number of headers.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.map().len()
     }
 
     /// True when there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.map().is_empty()
     }
 
     /// Name/value pairs in name order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.map().iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Bytes these headers take in a NATS `HPUB` header block (`NATS/1.0\r\n`, one
     /// `name: value\r\n` per header, a closing `\r\n`); 0 when empty.
     pub fn wire_len(&self) -> usize {
-        if self.0.is_empty() {
+        if self.is_empty() {
             return 0;
         }
-        let lines: usize = self.0.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let lines: usize = self.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
         "NATS/1.0\r\n".len() + lines + 2
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.map() == other.map()
+    }
+}
+
+impl Eq for Headers {}
+
+impl Serialize for Headers {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.map().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(deserializer)?;
+        Ok(Headers((!map.is_empty()).then(|| Arc::new(map))))
     }
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Headers(
-            iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
+        let map: BTreeMap<String, String> = iter
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Headers((!map.is_empty()).then(|| Arc::new(map)))
     }
 }
 
@@ -171,7 +219,7 @@ impl<K: Into<String>, V: Into<String>, const N: usize> From<[(K, V); N]> for Hea
 
 impl From<std::collections::HashMap<String, String>> for Headers {
     fn from(map: std::collections::HashMap<String, String>) -> Self {
-        Headers(map.into_iter().collect())
+        map.into_iter().collect()
     }
 }
 
@@ -179,8 +227,12 @@ impl IntoIterator for Headers {
     type Item = (String, String);
     type IntoIter = std::collections::btree_map::IntoIter<String, String>;
 
+    /// The pairs in name order; the map is copied only if a clone still shares it.
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.0
+            .map(Arc::unwrap_or_clone)
+            .unwrap_or_default()
+            .into_iter()
     }
 }
 
@@ -192,8 +244,11 @@ pub const NATS_MSG_ID_HEADER: &str = "Nats-Msg-Id";
 pub const TRACE_ID_HEADER: &str = "Trace-Id";
 
 /// Generates a new message id: a NUID, 22 URL-safe characters, unique without coordination.
-pub fn new_message_id() -> String {
-    nuid::next().to_string()
+///
+/// It fits inline in a [`SmolStr`] (up to 23 bytes): making one allocates nothing, and nor
+/// does cloning it.
+pub fn new_message_id() -> SmolStr {
+    SmolStr::new(nuid::next().as_str())
 }
 
 /// Per-message options: tier, ack, timeout, de-duplication and retries.
@@ -209,7 +264,7 @@ pub struct PublishOptions {
     #[serde(with = "opt_duration_ms")]
     pub timeout: Option<Duration>,
     /// The key JetStream de-duplicates on (`Nats-Msg-Id`); the message id when `None`.
-    pub dedup_id: Option<String>,
+    pub dedup_id: Option<SmolStr>,
     /// Attempts for this message (1 = no retry); the client's retry policy when `None`.
     pub retry_attempts: Option<u32>,
 }
@@ -236,7 +291,7 @@ impl PublishOptions {
     }
 
     /// Sets the de-duplication key.
-    pub fn with_dedup_id(mut self, dedup_id: impl Into<String>) -> Self {
+    pub fn with_dedup_id(mut self, dedup_id: impl Into<SmolStr>) -> Self {
         self.dedup_id = Some(dedup_id.into());
         self
     }
@@ -277,34 +332,66 @@ mod opt_duration_ms {
     }
 }
 
-/// One message to publish: subject, payload, headers, id and options.
+/// One message to publish: subject, payload, headers, id, options and deadline.
 ///
 /// The id is fixed when the request is made and stays the same on every retry, so JetStream
 /// stores a retried message once.
+///
+/// # One request, cheap to clone
+///
+/// A request is built once and travels unchanged through every layer to the transport, which
+/// converts it into its wire form. Cloning it copies no bytes: the subject and the ids are
+/// [`SmolStr`]s (inline up to 23 bytes, a generated id included, else shared), the payload is
+/// [`Bytes`] and the [`Headers`] are shared. So [`Retry`](crate::retry::Retry) keeps a copy
+/// for the next attempt at the cost of a few reference counts, and a direct publish with a
+/// short subject allocates nothing for the request itself.
+///
+/// # Validation
+///
+/// Every transport checks the request with [`validate_request`](crate::validate::validate_request)
+/// before it sends anything (an invalid one is
+/// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput), never sent). That is the
+/// one check in the sending process: the layers above do not repeat it, and the LAX broker
+/// checks once more on its side of the wire.
+///
+/// # Deadline
+///
+/// [`deadline`](Self::deadline) is the instant the whole publish, retries included, must be
+/// over by. Set it with [`with_deadline`](Self::with_deadline), or leave it to the first
+/// layer that needs one: [`Retry`](crate::retry::Retry) fixes it when the publish starts,
+/// from the message's `timeout` (else its configured `deadline`). From then on everything
+/// reads the same instant instead of starting a clock of its own: retry gives up when a
+/// backoff would end past it, [`Timeout`](crate::timeout::Timeout) ends an attempt at it at
+/// the latest, and a transport sends the time left as the call's deadline (gRPC's
+/// `grpc-timeout`, the broker's `timeout_ms`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PublishRequest {
     /// NATS subject, e.g. `orders.created`.
-    pub subject: String,
+    pub subject: SmolStr,
     /// Payload bytes; cloning is a reference-count bump, never a copy.
     pub payload: Bytes,
     /// Application headers.
     pub headers: Headers,
     /// The message id returned to the caller and, unless `dedup_id` is set, sent as
     /// `Nats-Msg-Id`.
-    pub message_id: String,
+    pub message_id: SmolStr,
     /// Per-message options.
     pub options: PublishOptions,
+    /// When the whole publish, retries included, must be over; see "Deadline" above.
+    pub deadline: Option<Instant>,
 }
 
 impl PublishRequest {
     /// A memory-tier request with a fresh message id.
-    pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+    pub fn new(subject: impl Into<SmolStr>, payload: impl Into<Bytes>) -> Self {
         PublishRequest {
             subject: subject.into(),
             payload: payload.into(),
             headers: Headers::new(),
             message_id: new_message_id(),
             options: PublishOptions::default(),
+            deadline: None,
         }
     }
 
@@ -339,15 +426,43 @@ impl PublishRequest {
     }
 
     /// Sets the message id (instead of the generated one).
-    pub fn with_message_id(mut self, id: impl Into<String>) -> Self {
+    pub fn with_message_id(mut self, id: impl Into<SmolStr>) -> Self {
         self.message_id = id.into();
         self
     }
 
-    /// Sets the per-message timeout.
+    /// Sets the payload.
+    pub fn with_payload(mut self, payload: impl Into<Bytes>) -> Self {
+        self.payload = payload.into();
+        self
+    }
+
+    /// Sets the per-message timeout: the time the whole publish may take, retries included,
+    /// counted from when its [`deadline`](Self::deadline) is fixed.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = Some(timeout);
         self
+    }
+
+    /// Fixes the instant the whole publish must be over by (it wins over the timeout).
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The deadline, fixed now from `budget` if it was not set: what every layer and the
+    /// transport then read. `None` (unbounded) when neither exists.
+    pub fn fix_deadline(&mut self, budget: Option<Duration>) -> Option<Instant> {
+        if self.deadline.is_none() {
+            self.deadline = budget.map(|budget| Instant::now() + budget);
+        }
+        self.deadline
+    }
+
+    /// The time left until the deadline, if there is one (zero once it has passed).
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
     }
 
     /// The key JetStream de-duplicates on: the dedup id when set, else the message id.
@@ -379,7 +494,7 @@ pub struct Ack {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     /// The message id.
-    pub message_id: String,
+    pub message_id: SmolStr,
     /// The path the message took.
     pub route: Route,
     /// The JetStream ack, for acked routes.
@@ -388,7 +503,7 @@ pub struct Receipt {
 
 impl Receipt {
     /// A receipt for a direct (un-acked) publish.
-    pub fn direct(message_id: impl Into<String>) -> Self {
+    pub fn direct(message_id: impl Into<SmolStr>) -> Self {
         Receipt {
             message_id: message_id.into(),
             route: Route::Direct,
@@ -397,7 +512,7 @@ impl Receipt {
     }
 
     /// A receipt for an acked publish through the broker.
-    pub fn acked(message_id: impl Into<String>, ack: Ack) -> Self {
+    pub fn acked(message_id: impl Into<SmolStr>, ack: Ack) -> Self {
         Receipt {
             message_id: message_id.into(),
             route: Route::Broker,
@@ -448,6 +563,49 @@ mod tests {
         assert_eq!(a.dedup_key(), a.message_id);
         let c = a.with_options(PublishOptions::default().with_dedup_id("order-456"));
         assert_eq!(c.dedup_key(), "order-456");
+    }
+
+    #[test]
+    fn a_clone_shares_everything_and_copies_headers_only_when_changed() {
+        let request = PublishRequest::new("orders.created", vec![7u8; 4096])
+            .with_header("Trace-Id", "abc")
+            .with_options(PublishOptions::default().with_dedup_id("order-456"));
+        // A generated id and a short subject live inline: no allocation to make or clone.
+        assert!(!request.message_id.is_heap_allocated());
+        assert!(!request.subject.is_heap_allocated());
+        let mut copy = request.clone();
+        assert_eq!(copy, request);
+        assert_eq!(copy.payload.as_ptr(), request.payload.as_ptr());
+        copy.headers.insert("X-Other", "1");
+        assert_eq!(request.headers.len(), 1);
+        assert_eq!(copy.headers.len(), 2);
+        assert_eq!(copy.headers.remove("Trace-Id").as_deref(), Some("abc"));
+        assert_eq!(request.headers.get("Trace-Id"), Some("abc"));
+        assert_eq!(
+            Headers::new(),
+            Headers::from_iter(Vec::<(String, String)>::new())
+        );
+    }
+
+    #[test]
+    fn headers_serialize_as_a_map() {
+        let headers = Headers::from([("b", "2"), ("a", "1")]);
+        let json = serde_json::to_string(&headers).unwrap();
+        assert_eq!(json, r#"{"a":"1","b":"2"}"#);
+        assert_eq!(serde_json::from_str::<Headers>(&json).unwrap(), headers);
+        assert_eq!(serde_json::to_string(&Headers::new()).unwrap(), "{}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_is_fixed_once() {
+        let mut request = PublishRequest::new("a.b", "x");
+        assert_eq!(request.fix_deadline(None), None);
+        let start = tokio::time::Instant::now();
+        let deadline = request.fix_deadline(Some(Duration::from_secs(2)));
+        assert_eq!(deadline, Some(start + Duration::from_secs(2)));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(request.fix_deadline(Some(Duration::from_secs(9))), deadline);
+        assert_eq!(request.time_left(), Some(Duration::from_millis(1500)));
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! Input validation, in one place: every entry point (the client, each transport, the broker)
-//! calls these functions, so invalid input never reaches a server and is refused the same way
-//! everywhere.
+//! Input validation, in one place, run once on each side of a process boundary: the
+//! transport that sends a publish (`NatsPublisher`, `GrpcPublisher`) calls
+//! [`validate_request`] before anything is sent, whether it runs under `LaxClient`'s stack
+//! or on its own, and the LAX broker calls it again on what it receives. The layers in
+//! between and the client do not repeat it. So invalid input never reaches a server and is
+//! refused the same way everywhere, as [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput).
 
 use std::time::Duration;
 

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use lax_core::{Ack, Delivery, Error, MESSAGE_ID_HEADER, PublishRequest, Receipt, TRACE_ID_HEADER};
+use lax_core::{
+    Ack, Delivery, Error, MESSAGE_ID_HEADER, PublishRequest, Receipt, SmolStr, TRACE_ID_HEADER,
+};
 use lax_proto::broker::v1 as proto;
 use tonic::{Code, Status};
 
@@ -10,7 +12,8 @@ use crate::status::status_to_error;
 
 pub(crate) mod admin;
 
-/// The protobuf request for `request`, to be answered within `timeout`.
+/// The protobuf request for `request`, to be answered within `timeout`: the one conversion
+/// of the request's headers into their wire form (the protobuf map), done per attempt.
 ///
 /// The `message_id` field carries the de-duplication key (the broker sends it as
 /// `Nats-Msg-Id`). When a dedup id differs from the message id, the message id travels in the
@@ -25,10 +28,10 @@ pub(crate) fn to_proto(request: &PublishRequest, timeout: Duration) -> proto::Pu
     if dedup_key != request.message_id {
         headers
             .entry(MESSAGE_ID_HEADER.to_owned())
-            .or_insert_with(|| request.message_id.clone());
+            .or_insert_with(|| request.message_id.to_string());
     }
     proto::PublishRequest {
-        subject: request.subject.clone(),
+        subject: request.subject.to_string(),
         // prost's default `bytes` fields are `Vec<u8>`: this copy is the one the wire needs.
         payload: request.payload.clone(),
         // Header names are case-insensitive (the Python SDK's users write `trace-id`).
@@ -53,7 +56,10 @@ pub(crate) fn to_proto(request: &PublishRequest, timeout: Duration) -> proto::Pu
 /// The caller's receipt for a `StreamPublish` ack, or the error it reports. The broker's
 /// `maybe_stored` flag decides whether a failed message may be stored, its `transient` flag
 /// whether the failure was a passing cluster state ([`Error::is_transient`]).
-pub(crate) fn ack_to_receipt(message_id: String, ack: proto::PublishAck) -> Result<Receipt, Error> {
+pub(crate) fn ack_to_receipt(
+    message_id: impl Into<SmolStr>,
+    ack: proto::PublishAck,
+) -> Result<Receipt, Error> {
     if ack.success {
         return Ok(Receipt::acked(
             message_id,
@@ -79,7 +85,7 @@ pub(crate) fn ack_to_receipt(message_id: String, ack: proto::PublishAck) -> Resu
 /// The caller's receipt for a `Publish`/`BatchPublish` response, or the per-message error
 /// it reports.
 pub(crate) fn response_to_receipt(
-    message_id: String,
+    message_id: impl Into<SmolStr>,
     response: proto::PublishResponse,
 ) -> Result<Receipt, Error> {
     if response.error_code != Code::Ok as i32 || !response.error.is_empty() {
@@ -182,7 +188,7 @@ mod tests {
             duplicate: true,
             ..Default::default()
         };
-        let receipt = ack_to_receipt("m-1".into(), ok).unwrap();
+        let receipt = ack_to_receipt("m-1", ok).unwrap();
         assert_eq!(receipt.message_id, "m-1");
         let ack = receipt.ack.unwrap();
         assert_eq!(
@@ -195,7 +201,7 @@ mod tests {
             error_code: Code::NotFound as i32,
             ..Default::default()
         };
-        let error = ack_to_receipt("m".into(), refused).unwrap_err();
+        let error = ack_to_receipt("m", refused).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Rejected);
         assert!(!error.may_be_stored());
 
@@ -205,7 +211,7 @@ mod tests {
             maybe_stored: true,
             ..Default::default()
         };
-        let error = ack_to_receipt("m".into(), lost).unwrap_err();
+        let error = ack_to_receipt("m", lost).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::TimedOut);
         assert!(error.may_be_stored());
         assert!(!error.is_transient());
@@ -217,7 +223,7 @@ mod tests {
             transient: true,
             ..Default::default()
         };
-        let error = ack_to_receipt("m".into(), electing).unwrap_err();
+        let error = ack_to_receipt("m", electing).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Unavailable);
         assert!(error.may_be_stored() && error.is_transient());
     }
@@ -233,7 +239,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let ack = response_to_receipt("m".into(), ok).unwrap().ack.unwrap();
+        let ack = response_to_receipt("m", ok).unwrap().ack.unwrap();
         assert_eq!(
             ack.timestamp,
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(10))
@@ -245,7 +251,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            response_to_receipt("m".into(), full).unwrap_err().kind(),
+            response_to_receipt("m", full).unwrap_err().kind(),
             ErrorKind::Overloaded
         );
 
@@ -254,7 +260,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            response_to_receipt("m".into(), no_code).unwrap_err().kind(),
+            response_to_receipt("m", no_code).unwrap_err().kind(),
             ErrorKind::Internal
         );
     }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use lax_core::{
-    Error, Limits, PublishRequest, Publisher, Receipt, drain::Drain, pool::Lease,
+    Delivery, Error, Limits, PublishRequest, Publisher, Receipt, drain::Drain, pool::Lease,
     validate::validate_request,
 };
 use lax_proto::broker::v1 as proto;
@@ -191,21 +191,36 @@ impl GrpcPublisher {
 }
 
 impl Inner {
-    fn timeout_of(&self, request: &PublishRequest) -> Duration {
-        request
+    /// How long this call may take: the message's timeout (else `publish_timeout`), cut to
+    /// the time left before the request's deadline, so the call's deadline (`grpc-timeout`,
+    /// the broker's `timeout_ms`) is the publish's own rather than a new one.
+    fn timeout_of(&self, request: &PublishRequest) -> Result<Duration, Error> {
+        let timeout = request
             .options
             .timeout
-            .unwrap_or(self.pool.connector().options().publish_timeout)
+            .unwrap_or(self.pool.connector().options().publish_timeout);
+        match request.time_left() {
+            None => Ok(timeout),
+            Some(left) if left.is_zero() => Err(Error::timed_out(
+                "the publish deadline passed before the message was sent",
+            )
+            .with_delivery(Delivery::NotSent)),
+            Some(left) => Ok(timeout.min(left)),
+        }
     }
 
     async fn publish(&self, request: PublishRequest) -> Result<Receipt, Error> {
-        let timeout = self.timeout_of(&request);
+        let timeout = self.timeout_of(&request)?;
         let message = to_proto(&request, timeout);
         match self.pool.connector().options().mode {
             PublishMode::Stream => {
                 let lease = self.pool.lease_where(lane::Lane::has_open_session)?;
                 match lease.member().session() {
-                    Some(session) => session.publish(request.message_id, message, timeout).await,
+                    Some(session) => {
+                        session
+                            .publish(request.message_id.to_string(), message, timeout)
+                            .await
+                    }
                     None => Err(Error::internal("a stream lease without a stream")),
                 }
             }
@@ -226,10 +241,10 @@ impl Inner {
         let mut messages = Vec::new();
         let mut timeout = Duration::ZERO;
         for (slot, request) in requests.into_iter().enumerate() {
-            match validate_request(&request, &self.limits) {
+            match validate_request(&request, &self.limits).and_then(|()| self.timeout_of(&request))
+            {
                 Err(error) => results.push(Err(error)),
-                Ok(()) => {
-                    let message_timeout = self.timeout_of(&request);
+                Ok(message_timeout) => {
                     timeout = timeout.max(message_timeout);
                     messages.push(to_proto(&request, message_timeout));
                     sent.push((slot, request.message_id));

@@ -62,7 +62,7 @@ impl Harness for BrokerHarness {
                 let received = ReceivedMessage {
                     subject: message.subject.to_string(),
                     payload: message.payload.clone(),
-                    message_id: headers.get(NATS_MSG_ID_HEADER).map(str::to_owned),
+                    message_id: headers.get(NATS_MSG_ID_HEADER).map(Into::into),
                     headers,
                 };
                 if tx.send(received).is_err() {

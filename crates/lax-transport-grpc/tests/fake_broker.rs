@@ -253,6 +253,42 @@ async fn batches_answer_in_order_with_per_message_errors() {
 }
 
 #[tokio::test]
+async fn the_call_deadline_is_the_time_left_before_the_requests_deadline() {
+    let server = FakeServer::start().await;
+    let publisher = GrpcPublisher::connect(options(&server, 1)).await.unwrap();
+    // The message allows 5 s, but its publish must be over in 300 ms: the call gets those.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    let started = tokio::time::Instant::now();
+    let error = publisher
+        .publish(
+            request("lost.deadline")
+                .with_timeout(Duration::from_secs(5))
+                .with_deadline(deadline),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(2), "{error}");
+    let timeout_ms = server.broker.received()[0]
+        .options
+        .as_ref()
+        .unwrap()
+        .timeout_ms;
+    assert!((1..=300).contains(&timeout_ms), "timeout_ms {timeout_ms}");
+
+    // A deadline already past: refused as timed out, nothing sent.
+    let before = server.broker.received().len();
+    let error = publisher
+        .publish(request("late.one").with_deadline(tokio::time::Instant::now()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::TimedOut);
+    assert!(!error.may_be_stored(), "{error}");
+    assert_eq!(server.broker.received().len(), before, "nothing sent");
+    publisher.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_dedup_id_is_sent_as_message_id_and_the_callers_id_is_kept() {
     let server = FakeServer::start().await;
     let publisher = GrpcPublisher::connect(options(&server, 1)).await.unwrap();

@@ -6,6 +6,10 @@ use std::str::FromStr;
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use lax_core::{Error, Headers, MESSAGE_ID_HEADER};
 
+/// The `Message-Id` header name, made once: a name parsed per publish would be an allocation
+/// per publish (it is not one of async-nats' standard headers).
+const MESSAGE_ID: HeaderName = HeaderName::from_static(MESSAGE_ID_HEADER);
+
 /// `NATS/1.0\r\n` opening and `\r\n` closing a header block.
 const BLOCK_FRAMING: usize = "NATS/1.0\r\n".len() + "\r\n".len();
 
@@ -33,10 +37,7 @@ pub(crate) fn to_header_map(headers: &Headers, message_id: &str) -> Result<Heade
             map.insert(header_name(name)?, header_value(name, value)?);
         }
     }
-    map.insert(
-        header_name(MESSAGE_ID_HEADER)?,
-        header_value(MESSAGE_ID_HEADER, message_id)?,
-    );
+    map.insert(MESSAGE_ID, header_value(MESSAGE_ID_HEADER, message_id)?);
     Ok(map)
 }
 

@@ -265,7 +265,7 @@ impl Inner {
         let message = Outgoing {
             headers: headers::to_header_map(&request.headers, &request.message_id)?,
             buffered_bytes: request.subject.len() + message_bytes,
-            subject: Subject::from(request.subject),
+            subject: Subject::from(request.subject.as_str()),
             payload: request.payload,
             receipt: Receipt::direct(request.message_id),
         };

@@ -9,7 +9,7 @@ use std::{
 use async_nats::{Message, Subscriber};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use lax_core::{Error, Headers, MESSAGE_ID_HEADER};
+use lax_core::{Error, Headers, MESSAGE_ID_HEADER, SmolStr};
 
 use crate::{error::connection_gone, headers::from_header_map};
 
@@ -23,7 +23,7 @@ pub struct DirectMessage {
     /// Every header, `Message-Id` included; of a repeated header, the last value.
     pub headers: Headers,
     /// The LAX message id, from the `Message-Id` header.
-    pub message_id: Option<String>,
+    pub message_id: Option<SmolStr>,
     /// Where the publisher wants an answer, for request/reply.
     pub reply: Option<String>,
 }
@@ -38,7 +38,7 @@ impl From<Message> for DirectMessage {
         DirectMessage {
             subject: message.subject.to_string(),
             payload: message.payload,
-            message_id: headers.get(MESSAGE_ID_HEADER).map(str::to_owned),
+            message_id: headers.get(MESSAGE_ID_HEADER).map(SmolStr::from),
             headers,
             reply: message.reply.map(|reply| reply.to_string()),
         }

@@ -11,7 +11,7 @@ use std::{
     future::IntoFuture as _,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -55,7 +55,9 @@ pub(crate) struct Prepared {
     pub(crate) message_id: String,
     pub(crate) tier: Tier,
     pub(crate) subject: String,
-    headers: HeaderMap,
+    /// Checked headers, turned into NATS's form at each send: building that form costs what
+    /// cloning it would, and a message is usually sent once.
+    headers: Headers,
     payload: Bytes,
     /// How long to wait for the ack (the request's `timeout_ms` or the broker default).
     ack_timeout: Duration,
@@ -96,6 +98,10 @@ pub(crate) struct PublishCore {
     outage_since: Mutex<Option<Instant>>,
     /// Whether `outage_since` is set: the connected path checks this, not the lock.
     outage_noted: AtomicBool,
+    /// The connected server's `max_payload` (0: not read yet, or to read again after an
+    /// outage, as the next server may differ): reading it from the client clones the whole
+    /// server info, which showed in the profile of every publish.
+    max_payload: AtomicUsize,
     jetstream: jetstream::Context,
     router: Arc<StreamRouter>,
     inflight: Arc<Semaphore>,
@@ -117,6 +123,7 @@ impl PublishCore {
             connection,
             outage_since: Mutex::new(None),
             outage_noted: AtomicBool::new(false),
+            max_payload: AtomicUsize::new(0),
             jetstream,
             router,
             inflight: Arc::new(Semaphore::new(settings.max_inflight)),
@@ -152,6 +159,7 @@ impl PublishCore {
         }
         let since = *self.outage().get_or_insert_with(Instant::now);
         self.outage_noted.store(true, Ordering::Relaxed);
+        self.max_payload.store(0, Ordering::Relaxed);
         let until = deadline.min(since + RECONNECT_GRACE);
         let mut connection = self.connection.clone();
         matches!(
@@ -193,12 +201,12 @@ impl PublishCore {
         Ok(Prepared {
             message_id,
             tier,
-            headers: nats_headers(&request.headers),
+            headers: request.headers,
             ack_timeout: request
                 .options
                 .timeout
                 .unwrap_or(self.settings.default_timeout),
-            subject: request.subject,
+            subject: request.subject.into(),
             payload: request.payload,
         })
     }
@@ -206,7 +214,11 @@ impl PublishCore {
     /// Limits from the server's advertised `max_payload`; before the first connection the
     /// size is unknown and left to the send, which fails UNAVAILABLE anyway.
     fn limits(&self) -> Limits {
-        let max_payload = self.client.server_info().max_payload;
+        let mut max_payload = self.max_payload.load(Ordering::Relaxed);
+        if max_payload == 0 {
+            max_payload = self.client.server_info().max_payload;
+            self.max_payload.store(max_payload, Ordering::Relaxed);
+        }
         let limits = Limits::default();
         if max_payload == 0 {
             limits.with_max_payload(usize::MAX)
@@ -276,7 +288,7 @@ impl PublishCore {
         }
         let publish = jetstream::message::PublishMessage::build()
             .payload(prepared.payload.clone())
-            .headers(prepared.headers.clone());
+            .headers(nats_headers(&prepared.headers));
         let ack = within(
             deadline,
             self.jetstream
@@ -452,19 +464,14 @@ pub(crate) fn check(
     }
     let timeout =
         (options.timeout_ms > 0).then(|| Duration::from_millis(options.timeout_ms as u64));
-    let core_request = lax_core::PublishRequest {
-        subject: request.subject,
-        payload: request.payload,
-        headers,
-        message_id: message_id.clone(),
-        options: {
-            let options = lax_core::PublishOptions::tier(tier).with_ack(options.require_ack);
-            match timeout {
-                Some(timeout) => options.with_timeout(timeout),
-                None => options,
-            }
-        },
-    };
+    let options = lax_core::PublishOptions::tier(tier).with_ack(options.require_ack);
+    let core_request = lax_core::PublishRequest::new(request.subject, request.payload)
+        .with_headers(headers)
+        .with_message_id(message_id.as_str())
+        .with_options(match timeout {
+            Some(timeout) => options.with_timeout(timeout),
+            None => options,
+        });
     validate_request(&core_request, limits)
         .map_err(|e| refuse(Some(tier), PublishFailure::from_core(&e)))?;
     Ok(Checked {
@@ -499,7 +506,7 @@ fn message_id_of(request: &pb::PublishRequest) -> String {
                 .filter(|v| !v.is_empty())
                 .cloned()
         })
-        .unwrap_or_else(lax_core::new_message_id)
+        .unwrap_or_else(|| lax_core::new_message_id().into())
 }
 
 /// A slot of the in-flight cap, counted in the in-flight gauge while held.

@@ -203,16 +203,16 @@ impl Grant {
     /// PERMISSION_DENIED unless this caller may publish to `subject`; INVALID_ARGUMENT for a
     /// subject that is no publishable subject at all, whoever asks.
     pub(crate) fn check_publish(&self, subject: &str) -> Result<(), Status> {
-        match tokens_of(subject) {
+        let tokens = match tokens_of(subject) {
             None => return Err(malformed(subject)),
             Some(tokens) if tokens.iter().any(|t| is_wildcard(t)) => {
                 return Err(Status::invalid_argument(format!(
                     "subject {subject:?} contains a wildcard; publish to a concrete subject"
                 )));
             }
-            Some(_) => {}
-        }
-        if self.publish.admits(subject, Access::Publish) {
+            Some(tokens) => tokens,
+        };
+        if self.publish.admits(&tokens, Access::Publish) {
             Ok(())
         } else {
             Err(self.refuse("publish to", subject))
@@ -221,10 +221,10 @@ impl Grant {
 
     /// PERMISSION_DENIED unless this caller may read every subject `filter` matches.
     pub(crate) fn check_subscribe(&self, filter: &str) -> Result<(), Status> {
-        if tokens_of(filter).is_none() {
+        let Some(tokens) = tokens_of(filter) else {
             return Err(malformed(filter));
-        }
-        if self.subscribe.admits(filter, Access::Subscribe) {
+        };
+        if self.subscribe.admits(&tokens, Access::Subscribe) {
             Ok(())
         } else {
             Err(self.refuse("read", filter))
@@ -263,10 +263,8 @@ enum Access {
 }
 
 impl SubjectRules {
-    fn admits(&self, subject: &str, access: Access) -> bool {
-        let Some(subject) = tokens_of(subject) else {
-            return false;
-        };
+    /// Whether the rules admit `subject`, the tokens of a well-formed subject (or filter).
+    fn admits(&self, subject: &[&str], access: Access) -> bool {
         if access == Access::Publish && subject.iter().any(|t| is_wildcard(t)) {
             return false;
         }
@@ -274,13 +272,13 @@ impl SubjectRules {
             .allow
             .iter()
             .filter_map(|p| tokens_of(p))
-            .any(|pattern| covers(&pattern, &subject));
+            .any(|pattern| covers(&pattern, subject));
         // A deny pattern that could match any subject of the request wins.
         let denied = self
             .deny
             .iter()
             .filter_map(|p| tokens_of(p))
-            .any(|pattern| intersects(&pattern, &subject));
+            .any(|pattern| intersects(&pattern, subject));
         allowed && !denied
     }
 }

@@ -13,12 +13,20 @@
 //! - **when**: the *n*-th retry waits `first_delay × multiplierⁿ⁻¹`, capped at `max_delay`,
 //!   shortened by up to `jitter` of itself at random so that clients do not retry in step
 //!   (defaults 0.1 s, ×2, 5 s, jitter ½: 0.1 s then 0.2 s before jitter);
-//! - **until when**: the message's own timeout, else the configured `deadline`, bounds the
-//!   whole publish, retries included: no retry starts whose backoff would end past it, and an
-//!   attempt still running at the deadline fails with [`Elapsed`](crate::timeout::error::Elapsed).
+//! - **until when**: the request's [deadline](crate::PublishRequest::deadline) bounds the
+//!   whole publish, retries included. A request without one gets it when the publish starts,
+//!   from its own timeout, else the configured `deadline`. No retry starts whose backoff would
+//!   end past it. Retry runs no timer of its own for it: every attempt carries the deadline
+//!   down to what ends it, the [`Timeout`](crate::timeout::Timeout) layer (as in the default
+//!   stack, where an attempt still running at the deadline fails with
+//!   [`Elapsed`](crate::timeout::error::Elapsed)) and the transport (the gRPC call's deadline).
+//!   Over a service that reads neither, put a [`TimeoutLayer`](crate::timeout::TimeoutLayer)
+//!   under the retry.
 //!
 //! Every attempt sends a clone of the original request, so the message id (the JetStream
-//! de-duplication key) is the same on every attempt.
+//! de-duplication key) is the same on every attempt. The clone is kept before each attempt
+//! (tower's retry protocol); a [`PublishRequest`](crate::PublishRequest) clone copies no
+//! bytes, only reference counts.
 //!
 //! ```
 //! use lax_core::{Error, PublishRequest, PublisherService, Route, Tier};
@@ -40,6 +48,7 @@
 //! # }).unwrap();
 //! ```
 
+pub mod future;
 mod layer;
 mod policy;
 
@@ -179,11 +188,6 @@ impl Default for RetryConfig {
     }
 }
 
-/// The response future of [`Retry`]: tower's retry future, cut off at the publish deadline.
-pub type ResponseFuture<S, Req> = crate::timeout::future::ResponseFuture<
-    tower::retry::future::ResponseFuture<RetryPolicy, S, Req>,
->;
-
 /// Retries failed requests; see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct Retry<S> {
@@ -231,21 +235,19 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req>;
+    type Future = future::ResponseFuture<S, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
+    fn call(&mut self, mut request: Req) -> Self::Future {
         // Each request gets a policy of its own: its attempt count, limit and deadline.
-        let policy = self.policy.for_request(&request);
-        let (deadline, budget) = (policy.deadline(), policy.budget());
+        let policy = self.policy.for_request(&mut request);
         // The instance polled ready makes the first attempt; this service keeps a clone.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        let attempts = tower::retry::Retry::new(policy, ready).call(request);
-        crate::timeout::future::ResponseFuture::until(attempts, deadline, budget)
+        future::ResponseFuture::new(tower::retry::Retry::new(policy, ready).call(request))
     }
 }
 

@@ -16,8 +16,9 @@ use crate::{
     timeout::RequestTimeout,
 };
 
-/// A request [`Retry`](super::Retry) can resend: cloneable, maybe with its own timeout and
-/// number of attempts.
+/// A request [`Retry`](super::Retry) can resend: cloneable (cheaply: a copy is kept for the
+/// next attempt before each one), maybe with its own timeout, deadline and number of
+/// attempts.
 pub trait RetryRequest: Clone + RequestTimeout {
     /// The attempts this request asks for (1 = no retry), if any.
     fn retry_attempts(&self) -> Option<u32>;
@@ -56,7 +57,6 @@ pub struct RetryPolicy {
     attempts: u32,
     max_attempts: u32,
     deadline: Option<Instant>,
-    budget: Duration,
 }
 
 impl RetryPolicy {
@@ -68,24 +68,28 @@ impl RetryPolicy {
             attempts: 0,
             max_attempts: config.max_attempts,
             deadline: None,
-            budget: Duration::ZERO,
         })
     }
 
-    /// The policy of one request starting now: its own attempts and timeout, else the
-    /// configured ones.
-    pub fn for_request<Req: RetryRequest>(&self, request: &Req) -> Self {
+    /// The policy of one request starting now: its own attempts, else the configured ones,
+    /// and its deadline. A request without a deadline gets one here, from its own timeout
+    /// else the configured `deadline`, so that every attempt carries it down to the timeout
+    /// layer and the transport.
+    pub fn for_request<Req: RetryRequest>(&self, request: &mut Req) -> Self {
         let max_attempts = request
             .retry_attempts()
             .unwrap_or(self.config.max_attempts)
             .max(1);
-        let budget = request.timeout().or(self.config.deadline);
+        let deadline = request.deadline().or_else(|| {
+            let deadline = Instant::now() + request.timeout().or(self.config.deadline)?;
+            request.set_deadline(deadline);
+            Some(deadline)
+        });
         RetryPolicy {
             config: self.config,
             attempts: 0,
             max_attempts,
-            deadline: budget.map(|budget| Instant::now() + budget),
-            budget: budget.unwrap_or_default(),
+            deadline,
         }
     }
 
@@ -107,10 +111,6 @@ impl RetryPolicy {
     /// When the publish must be over, if bounded.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
-    }
-
-    pub(super) fn budget(&self) -> Duration {
-        self.budget
     }
 
     /// The wait before retry number `retry` (1 for the first), before jitter.

@@ -9,7 +9,7 @@ use crate::{
     breaker::error::CircuitOpen,
     error::{BoxError, Error, ErrorKind},
     message::{PublishRequest, Receipt, Tier},
-    timeout::error::Elapsed,
+    timeout::{TimeoutLayer, error::Elapsed},
 };
 
 type Handle = mock::Handle<PublishRequest, Receipt>;
@@ -215,19 +215,52 @@ async fn no_backoff_runs_past_the_message_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_attempt_still_running_at_the_deadline_is_cut_off() {
+async fn every_attempt_carries_the_deadline_fixed_when_the_publish_starts() {
     let config = RetryConfig {
         deadline: Some(Duration::from_secs(2)),
         ..EXACT
     };
     let start = Instant::now();
     let (publish, mut handle) = spawn_publish(config, request());
+    let seen = answer(&mut handle, start, unavailable(2)).await;
+    publish.await.unwrap().unwrap();
+    assert_eq!(seen.len(), 3);
+    for (attempt, _) in &seen {
+        assert_eq!(attempt.deadline, Some(start + Duration::from_secs(2)));
+    }
+    // A deadline the caller fixed is kept, and wins over the timeout.
+    let fixed = start + Duration::from_millis(700);
+    let request = request()
+        .with_timeout(Duration::from_secs(9))
+        .with_deadline(fixed);
+    let (publish, mut handle) = spawn_publish(config, request);
+    let (attempt, respond) = handle.next_request().await.unwrap();
+    assert_eq!(attempt.deadline, Some(fixed));
+    respond.send_response(Receipt::direct(attempt.message_id));
+    publish.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_a_timeout_layer_an_attempt_still_running_at_the_deadline_is_cut_off() {
+    let config = RetryConfig {
+        deadline: Some(Duration::from_secs(2)),
+        ..EXACT
+    };
+    let start = Instant::now();
+    let (inner, mut handle) = mock::pair::<PublishRequest, Receipt>();
+    // Per attempt 5 s, but the publish's deadline is 2 s away: the deadline wins.
+    let service = tower::ServiceBuilder::new()
+        .layer(RetryLayer::new(config).unwrap())
+        .layer(TimeoutLayer::new(Duration::from_secs(5)))
+        .service(inner);
+    let publish = tokio::spawn(service.oneshot(request()));
     let (_, respond) = handle.next_request().await.unwrap();
     respond.send_error(Error::timed_out("no ack"));
     let (_, _never_answered) = handle.next_request().await.unwrap();
     let err = publish.await.unwrap().unwrap_err();
     let elapsed = err.downcast_ref::<Elapsed>().expect("Elapsed");
-    assert_eq!(elapsed.after(), Duration::from_secs(2));
+    // The second attempt started after the 100 ms backoff.
+    assert_eq!(elapsed.after(), Duration::from_millis(1_900));
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 

@@ -15,8 +15,10 @@
 //! - one **breaker** ([`CircuitBreakerLayer`]) per path (metric label `path` = `direct` /
 //!   `broker`), below retry so that every attempt counts and an open circuit stops the retries;
 //! - the **timeout** ([`TimeoutLayer`]) bounds each attempt (the message's own timeout, else
-//!   `publish_timeout`), including a wait for the transport to become ready; retry bounds the
-//!   whole publish by the message's timeout too.
+//!   `publish_timeout`), including a wait for the transport to become ready, and ends it at
+//!   the request's [deadline](crate::PublishRequest::deadline) at the latest: the one deadline
+//!   of the publish, which retry fixes when a broker publish starts (the message's timeout,
+//!   else the retry `deadline`) and the transport reads too.
 //!
 //! A `None` in the config leaves a layer out ([`ServiceBuilder::option_layer`], as tonic's
 //! `Endpoint` does). [`StackBuilder::layers`] gives the layers themselves, to read the

@@ -27,7 +27,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     error::ErrorKind,
-    message::{Headers, PublishOptions, PublishRequest, new_message_id},
+    message::{Headers, PublishOptions, PublishRequest, SmolStr, new_message_id},
     publisher::Publisher,
 };
 
@@ -44,7 +44,7 @@ pub struct ReceivedMessage {
     /// Its headers, as delivered (transport headers such as `Nats-Msg-Id` included).
     pub headers: Headers,
     /// The message id the transport carried (the `Message-Id` or `Nats-Msg-Id` header).
-    pub message_id: Option<String>,
+    pub message_id: Option<SmolStr>,
 }
 
 /// Receives what arrives on the subjects a [`Harness`] watches.
@@ -125,7 +125,7 @@ pub async fn publishes_arrive<H: Harness>(harness: &H) {
     let mut sent = Vec::new();
     for i in 0..20 {
         let req = request(harness, format!("{prefix}.m{i}"), format!("payload-{i}"));
-        sent.push((req.subject.clone(), req.payload.clone()));
+        sent.push((req.subject.to_string(), req.payload.clone()));
         let receipt = publisher
             .publish(req.clone())
             .await

@@ -22,31 +22,27 @@ pin_project! {
         // Boxed, and only once the inner future has to wait: a timer entry is large, and moving
         // it through every layer's future would cost more than the allocation on the slow path.
         sleep: Option<Pin<Box<Sleep>>>,
-        // `None`: no limit.
-        after: Option<Duration>,
+        // How long the answer may take from the first wait.
+        after: Duration,
+        // The request's deadline: the answer ends there at the latest.
+        deadline: Option<Instant>,
+        // How long the time that ran out was, once the timer is armed.
+        waited: Duration,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    /// `inner`, failing with [`Elapsed`] `after` from the first poll that finds it pending.
-    /// Reading the clock only then keeps an answer that is ready at once (a direct publish,
-    /// typically) off the clock and the timer; the work done before that first poll is not
-    /// counted.
-    pub(crate) fn after_first_wait(inner: F, after: Duration) -> Self {
+    /// `inner`, failing with [`Elapsed`] `after` from the first poll that finds it pending, or
+    /// at `deadline` if that comes first. Reading the clock only then keeps an answer that is
+    /// ready at once (a direct publish, typically) off the clock and the timer; the work done
+    /// before that first poll is not counted.
+    pub(crate) fn after_first_wait(inner: F, after: Duration, deadline: Option<Instant>) -> Self {
         ResponseFuture {
             inner,
             sleep: None,
-            after: Some(after),
-        }
-    }
-
-    /// `inner`, failing with [`Elapsed`] (reporting `budget`) at `deadline`; never without
-    /// one.
-    pub(crate) fn until(inner: F, deadline: Option<Instant>, budget: Duration) -> Self {
-        ResponseFuture {
-            inner,
-            sleep: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
-            after: deadline.map(|_| budget),
+            after,
+            deadline,
+            waited: after,
         }
     }
 }
@@ -64,13 +60,16 @@ where
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        let Some(after) = *this.after else {
-            return Poll::Pending;
-        };
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + after)));
+        let sleep = this.sleep.get_or_insert_with(|| {
+            let now = Instant::now();
+            let at = match *this.deadline {
+                Some(deadline) => deadline.min(now + *this.after),
+                None => now + *this.after,
+            };
+            *this.waited = at.saturating_duration_since(now);
+            Box::pin(tokio::time::sleep_until(at))
+        });
         ready!(sleep.as_mut().poll(cx));
-        Poll::Ready(Err(Elapsed::new(after).into()))
+        Poll::Ready(Err(Elapsed::new(*this.waited).into()))
     }
 }

@@ -1,9 +1,11 @@
-//! A timeout that honours each request's own deadline.
+//! A timeout that honours each request's own timeout and deadline.
 //!
-//! [`Timeout`] gives every request the timeout it carries ([`RequestTimeout`]; for a
-//! [`PublishRequest`] that is `options.timeout`), else the layer's default, and fails with
-//! [`Elapsed`](error::Elapsed) when it runs out. A publish that timed out may still have been
-//! stored.
+//! [`Timeout`] gives every request (every attempt, under [`Retry`](crate::retry::Retry)) the
+//! timeout it carries ([`RequestTimeout`]; for a [`PublishRequest`] that is
+//! `options.timeout`), else the layer's default, and ends it at the request's
+//! [deadline](PublishRequest::deadline) at the latest: the one deadline of the whole publish,
+//! read here rather than measured again. It fails with [`Elapsed`](error::Elapsed) when the
+//! time runs out. A publish that timed out may still have been stored.
 //!
 //! The timeout covers the wait for the inner service to become ready as well: [`Timeout`] is
 //! always ready and calls the inner service with
@@ -41,6 +43,7 @@ use std::{
     time::Duration,
 };
 
+use tokio::time::Instant;
 use tower::Service;
 
 pub use self::layer::TimeoutLayer;
@@ -50,20 +53,36 @@ use crate::{
     ready::{WhenReady, call_when_ready},
 };
 
-/// A request that may carry its own timeout.
+/// A request that may carry its own timeout and the deadline of the whole operation it is
+/// part of.
 pub trait RequestTimeout {
     /// The timeout this request asks for, if any.
     fn timeout(&self) -> Option<Duration>;
+
+    /// The instant the whole operation (retries included) must be over by, if fixed.
+    fn deadline(&self) -> Option<Instant>;
+
+    /// Fixes the deadline at `deadline` (the first layer that needs one does it once; the
+    /// layers below and the transport read it).
+    fn set_deadline(&mut self, deadline: Instant);
 }
 
 impl RequestTimeout for PublishRequest {
     fn timeout(&self) -> Option<Duration> {
         self.options.timeout
     }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
 }
 
-/// Fails a request with [`Elapsed`](error::Elapsed) when it takes longer than its own timeout,
-/// or the default one when it carries none.
+/// Fails a request with [`Elapsed`](error::Elapsed) when it takes longer than its own timeout
+/// (the default one when it carries none), or runs past its deadline.
 #[derive(Debug, Clone)]
 pub struct Timeout<S> {
     inner: S,
@@ -115,7 +134,12 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let after = request.timeout().unwrap_or(self.default);
-        future::ResponseFuture::after_first_wait(call_when_ready(&mut self.inner, request), after)
+        let deadline = request.deadline();
+        future::ResponseFuture::after_first_wait(
+            call_when_ready(&mut self.inner, request),
+            after,
+            deadline,
+        )
     }
 }
 
@@ -175,6 +199,27 @@ mod tests {
         assert_eq!(
             err.downcast_ref::<Elapsed>().unwrap().after(),
             Duration::from_secs(5)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_request_deadline_ends_the_attempt_before_its_timeout() {
+        let (mut service, mut handle) = harness(Duration::from_secs(5));
+        assert_ready_ok!(service.poll_ready());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+        let request = PublishRequest::new("a.b", "x").with_deadline(deadline);
+        let mut response = tokio_test::task::spawn(service.call(request));
+        let (seen, _respond) = handle.next_request().await.unwrap();
+        // The transport below reads the same deadline.
+        assert_eq!(seen.deadline, Some(deadline));
+        assert_pending!(response.poll());
+        tokio::time::advance(Duration::from_millis(299)).await;
+        assert_pending!(response.poll());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let err = assert_ready_err!(response.poll());
+        assert_eq!(
+            err.downcast_ref::<Elapsed>().unwrap().after(),
+            Duration::from_millis(300)
         );
     }
 
