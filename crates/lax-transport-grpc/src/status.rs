@@ -15,7 +15,7 @@ use tonic::{Code, ConnectError, Status, TimeoutExpired};
 /// |---|---|---|
 /// | `INVALID_ARGUMENT`, `OUT_OF_RANGE` | `InvalidInput` | no |
 /// | `UNAVAILABLE`, `CANCELLED`, `ABORTED` | `Unavailable` | when `sent` |
-/// | `DEADLINE_EXCEEDED` | `TimedOut` | when `sent` |
+/// | `DEADLINE_EXCEEDED`, and `CANCELLED` "Timeout expired" (a tonic server's deadline) | `TimedOut` | when `sent` |
 /// | `RESOURCE_EXHAUSTED` | `Overloaded` | no (the broker refused it) |
 /// | `FAILED_PRECONDITION`, `NOT_FOUND`, `ALREADY_EXISTS`, `PERMISSION_DENIED`, `UNAUTHENTICATED`, `UNIMPLEMENTED` | `Rejected` | no |
 /// | `INTERNAL`, `UNKNOWN`, `DATA_LOSS`, `OK` | `Internal` | when `sent` |
@@ -60,6 +60,7 @@ pub fn status_to_error(status: &Status, sent: bool) -> Error {
     }
     let (kind, delivery) = match status.code() {
         Code::InvalidArgument | Code::OutOfRange => (ErrorKind::InvalidInput, Delivery::NotSent),
+        Code::Cancelled if is_server_deadline(status) => (ErrorKind::TimedOut, maybe),
         Code::Unavailable | Code::Cancelled | Code::Aborted => (ErrorKind::Unavailable, maybe),
         Code::DeadlineExceeded => (ErrorKind::TimedOut, maybe),
         Code::ResourceExhausted => (ErrorKind::Overloaded, Delivery::NotSent),
@@ -106,6 +107,13 @@ pub(crate) fn is_transport_failure(status: &Status) -> bool {
     status.source().is_some()
 }
 
+/// Whether `status` is a tonic server's answer to a call whose `grpc-timeout` ran out before
+/// its handler answered: `CANCELLED` with its `TimeoutExpired` error's text. That is the
+/// call's deadline, racing the client's own timer for the same deadline, not a cancellation.
+fn is_server_deadline(status: &Status) -> bool {
+    status.message() == TimeoutExpired(()).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +155,16 @@ mod tests {
             assert_eq!(unsent.kind(), kind, "{code:?}");
             assert_eq!(unsent.delivery(), Delivery::NotSent, "{code:?} not sent");
         }
+    }
+
+    #[test]
+    fn a_servers_deadline_is_a_timeout() {
+        let status = Status::cancelled(TimeoutExpired(()).to_string());
+        let error = status_to_error(&status, true);
+        assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
+        assert_eq!(error.delivery(), Delivery::MaybeStored);
+        let other = status_to_error(&Status::cancelled("client went away"), true);
+        assert_eq!(other.kind(), ErrorKind::Unavailable);
     }
 
     #[test]
