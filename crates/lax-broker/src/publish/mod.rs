@@ -26,7 +26,7 @@ use async_nats::{
 };
 use bytes::Bytes;
 use lax_core::{
-    Headers, Limits, MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, TRACE_ID_HEADER, Tier,
+    Headers, Limits, MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, SmolStr, TRACE_ID_HEADER, Tier,
     trace::{self, TraceContext},
     validate::validate_request,
 };
@@ -54,7 +54,8 @@ pub const KEY_HEADER: &str = "Lax-Key";
 pub(crate) struct Prepared {
     pub(crate) message_id: String,
     pub(crate) tier: Tier,
-    pub(crate) subject: String,
+    /// As the checked request holds it: cheap to clone for a failure's stream label.
+    pub(crate) subject: SmolStr,
     /// Checked headers, turned into NATS's form at each send: building that form costs what
     /// cloning it would, and a message is usually sent once.
     headers: Headers,
@@ -206,7 +207,7 @@ impl PublishCore {
                 .options
                 .timeout
                 .unwrap_or(self.settings.default_timeout),
-            subject: request.subject.into(),
+            subject: request.subject,
             payload: request.payload,
         })
     }
@@ -291,8 +292,10 @@ impl PublishCore {
             .headers(nats_headers(&prepared.headers));
         let ack = within(
             deadline,
-            self.jetstream
-                .send_publish(prepared.subject.clone(), publish),
+            self.jetstream.send_publish(
+                async_nats::Subject::from(prepared.subject.as_str()),
+                publish,
+            ),
         )
         .await
         .map_err(|_| self.timed_out("sending the message", true))?
