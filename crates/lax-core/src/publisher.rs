@@ -16,9 +16,9 @@ use tower::Service;
 
 use crate::{
     drain::{Drain, DrainToken},
-    ready::{WhenReady, call_when_ready},
     error::{BoxError, Error},
     message::{PublishRequest, Receipt},
+    ready::{WhenReady, call_when_ready},
 };
 
 /// Something that publishes messages: a transport, or a whole layer stack.
@@ -323,10 +323,7 @@ where
     fn publish(&self, request: PublishRequest) -> Self::Future {
         let state = match self.drain.enter() {
             Some(in_flight) => {
-                let mut service = self
-                    .spares
-                    .take()
-                    .unwrap_or_else(|| self.service.clone());
+                let mut service = self.spares.take().unwrap_or_else(|| self.service.clone());
                 let answer = call_when_ready(&mut service, request);
                 // Called, or replaced by a fresh clone while the future waits for it: either
                 // way ready for the next publish. One whose readiness check failed is not.
@@ -412,7 +409,11 @@ mod tests {
             let receipt = publisher.publish(PublishRequest::new("a.b", "x")).await;
             assert_eq!(receipt.unwrap().route, Route::Direct);
         }
-        assert_eq!(clones.load(Ordering::SeqCst), 1, "one clone serves them all");
+        assert_eq!(
+            clones.load(Ordering::SeqCst),
+            1,
+            "one clone serves them all"
+        );
 
         refusing.store(true, Ordering::SeqCst);
         let refused = publisher.publish(PublishRequest::new("a.b", "x")).await;
