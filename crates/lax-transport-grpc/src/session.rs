@@ -262,15 +262,22 @@ impl Session {
             .pending
             .register(&request.message_id)
             .ok_or_else(|| Error::unavailable("the publish stream to the broker is closed"))?;
-        // While waiting for room in the queue, watch the reply too: a stream that fails now
-        // answers through it, and this message never left.
-        let queued = tokio::time::timeout_at(deadline, async {
-            tokio::select! {
-                sent = self.requests.send(request) => Ok(sent.is_ok()),
-                early = &mut reply => Err(early),
+        // The queue usually has room: no timer then.
+        let queued = match self.requests.try_send(request) {
+            Ok(()) => Ok(Ok(true)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(Ok(false)),
+            // While waiting for room in the queue, watch the reply too: a stream that fails
+            // now answers through it, and this message never left.
+            Err(mpsc::error::TrySendError::Full(request)) => {
+                tokio::time::timeout_at(deadline, async {
+                    tokio::select! {
+                        sent = self.requests.send(request) => Ok(sent.is_ok()),
+                        early = &mut reply => Err(early),
+                    }
+                })
+                .await
             }
-        })
-        .await;
+        };
         match queued {
             Ok(Ok(true)) => {}
             Ok(Err(Ok(Ok(ack)))) => return ack_to_receipt(message_id, ack),
