@@ -236,6 +236,13 @@ impl<S> Spares<S> {
         self.list.try_lock().ok()?.pop()
     }
 
+    fn clear(&self) {
+        self.list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
     fn put_back(&self, service: S) {
         if let Ok(mut list) = self.list.try_lock()
             && list.len() < Self::KEPT
@@ -279,8 +286,10 @@ impl<S> ServicePublisher<S> {
         &self.service
     }
 
-    /// The wrapped service, mutably.
+    /// The wrapped service, mutably. The spare clones are dropped, so later publishes clone
+    /// the service as it is after the change.
     pub fn get_mut(&mut self) -> &mut S {
+        self.spares.clear();
         &mut self.service
     }
 
@@ -425,5 +434,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(clones.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_changed_service_is_not_served_by_old_spares() {
+        let mut publisher = ServicePublisher::new(Counted::default());
+        publisher
+            .publish(PublishRequest::new("a.b", "x"))
+            .await
+            .unwrap();
+        // A spare of the service as it was (accepting) now waits; changing the service (to a
+        // refusing one that shares nothing with the spare) drops it.
+        publisher.get_mut().refusing = Arc::new(AtomicBool::new(true));
+        let refused = publisher.publish(PublishRequest::new("a.b", "x")).await;
+        assert!(refused.is_err(), "the publish ran on the changed service");
     }
 }
