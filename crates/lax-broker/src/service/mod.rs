@@ -108,18 +108,20 @@ impl Outcome {
 }
 
 /// Publishes one request end to end: prepare, send, await the ack; records the figures.
-/// `send` runs now; the returned future awaits the ack, so callers can pipeline.
+/// The request is checked now; the returned future sends it and yields the future of its
+/// ack, so callers can pipeline (send in order, await acks in any order). Both borrow
+/// nothing, so a response stream can keep them between polls.
 ///
 /// Each message has a `lax.broker.publish` span, a child of the request's `traceparent`
 /// (else the root of a new trace), whose context the stored message carries on.
-pub(crate) async fn start_publish(
+pub(crate) fn start_publish(
     core: &Arc<PublishCore>,
     rpc: &'static str,
     request: pb::PublishRequest,
     defaults: Option<&pb::PublishOptions>,
     call_deadline: Option<Instant>,
     grant: &Grant,
-) -> BoxFuture<'static, Outcome> {
+) -> impl Future<Output = BoxFuture<'static, Outcome>> + Send + use<> {
     let started = StdInstant::now();
     let span = tracing::info_span!(
         parent: None,
@@ -137,64 +139,69 @@ pub(crate) async fn start_publish(
         span_id = Empty,
         parent_span_id = Empty,
     );
-    let prepared = match core.prepare(request, defaults, grant, &span) {
-        Ok(prepared) => prepared,
-        Err(refused) => {
+    let prepared = core
+        .prepare(request, defaults, grant, &span)
+        .map_err(|refused| {
             let tier = refused.tier.map_or("unknown", |t| t.as_str());
             record(core, rpc, tier, &refused.failure.code, started);
             core.metrics()
                 .stream_publish(None, &crate::metrics::code_label(refused.failure.code));
             span.record("message_id", refused.message_id.as_str());
             record_failure(&span, "refused", &refused.failure);
-            return futures::future::ready(Outcome::refused(refused)).boxed();
-        }
-    };
-    let message_id = prepared.message_id.clone();
-    let tier = prepared.tier;
-    // For the stream label of a failure, which names no stream.
-    let subject = prepared.subject.clone();
-    span.record("message_id", message_id.as_str());
-    span.record("tier", tier.as_str());
-    let sent = core
-        .send(prepared, call_deadline)
-        .instrument(span.clone())
-        .await;
+            Outcome::refused(refused)
+        });
     let core = Arc::clone(core);
-    let waiting = span.clone();
     async move {
-        let result = match sent {
-            Ok(in_flight) => in_flight.wait().await,
-            Err(failure) => Err(failure),
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(outcome) => return futures::future::ready(outcome).boxed(),
         };
-        match &result {
-            Ok(stored) => {
-                let result = if stored.duplicate {
-                    "duplicate"
-                } else {
-                    "stored"
-                };
-                core.metrics()
-                    .publish(rpc, tier.as_str(), result, started.elapsed());
-                core.metrics().stream_publish(Some(&stored.stream), result);
-                span.record("stream", stored.stream.as_str());
-                span.record("sequence", stored.sequence);
-                span.record("duplicate", stored.duplicate);
-                span.record("outcome", result);
+        let message_id = prepared.message_id.clone();
+        let tier = prepared.tier;
+        // For the stream label of a failure, which names no stream.
+        let subject = prepared.subject.clone();
+        span.record("message_id", message_id.as_str());
+        span.record("tier", tier.as_str());
+        let sent = core
+            .send(prepared, call_deadline)
+            .instrument(span.clone())
+            .await;
+        let waiting = span.clone();
+        async move {
+            let result = match sent {
+                Ok(in_flight) => in_flight.wait().await,
+                Err(failure) => Err(failure),
+            };
+            match &result {
+                Ok(stored) => {
+                    let result = if stored.duplicate {
+                        "duplicate"
+                    } else {
+                        "stored"
+                    };
+                    core.metrics()
+                        .publish(rpc, tier.as_str(), result, started.elapsed());
+                    core.metrics().stream_publish(Some(&stored.stream), result);
+                    span.record("stream", stored.stream.as_str());
+                    span.record("sequence", stored.sequence);
+                    span.record("duplicate", stored.duplicate);
+                    span.record("outcome", result);
+                }
+                Err(failure) => {
+                    record(&core, rpc, tier.as_str(), &failure.code, started);
+                    core.metrics().stream_publish(
+                        core.known_stream(&subject).as_deref(),
+                        &crate::metrics::code_label(failure.code),
+                    );
+                    record_failure(&span, "error", failure);
+                    tracing::debug!(%message_id, rpc, %failure, "publish failed");
+                }
             }
-            Err(failure) => {
-                record(&core, rpc, tier.as_str(), &failure.code, started);
-                core.metrics().stream_publish(
-                    core.known_stream(&subject).as_deref(),
-                    &crate::metrics::code_label(failure.code),
-                );
-                record_failure(&span, "error", failure);
-                tracing::debug!(%message_id, rpc, %failure, "publish failed");
-            }
+            Outcome { message_id, result }
         }
-        Outcome { message_id, result }
+        .instrument(waiting)
+        .boxed()
     }
-    .instrument(waiting)
-    .boxed()
 }
 
 /// Records a failed publish on its `lax.broker.publish` span.
@@ -337,7 +344,7 @@ impl BrokerService for BrokerServiceImpl {
     ) -> Result<Response<Self::StreamPublishStream>, Status> {
         let deadline = call_deadline(request.metadata());
         let grant = grant_of(&request)?;
-        let acks = stream_publish::spawn(
+        let acks = stream_publish::AckStream::new(
             Arc::clone(&self.core),
             grant,
             request.into_inner(),
