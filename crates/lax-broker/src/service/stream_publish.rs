@@ -46,7 +46,7 @@ pub(crate) struct AckStream {
     /// The message being sent: one at a time, so JetStream gets them in arrival order.
     sending: Option<Sending>,
     /// Sent messages awaiting their acks; with `sending`, at most `window`.
-    pending: FuturesUnordered<BoxFuture<'static, Outcome>>,
+    pending: PendingAcks,
     /// Why the call ends other than by the client closing its side, once known.
     end_status: Option<Status>,
     /// Set once the call's outcome is counted; dropped before that, the client went away.
@@ -88,7 +88,7 @@ impl AckStream {
             call_deadline,
             shutdown: Some(Box::pin(shutdown.cancelled_owned())),
             sending: None,
-            pending: FuturesUnordered::new(),
+            pending: PendingAcks::new(),
             end_status: None,
             answered: false,
             _open: open,
@@ -154,6 +154,43 @@ impl AckStream {
     }
 }
 
+/// Sent messages awaiting their acks.
+///
+/// futures-util's `FuturesUnordered` wakes its task again whenever one poll went through
+/// every future it holds (so that futures waking themselves cannot starve other tasks); with
+/// an ack or two pending, as under a light load, that is nearly every poll, and tokio answers
+/// each such wake-up by waking a second worker thread. A future that never completes, polled
+/// once and never woken, keeps that count out of reach.
+struct PendingAcks(FuturesUnordered<BoxFuture<'static, Outcome>>);
+
+impl PendingAcks {
+    fn new() -> Self {
+        let acks = FuturesUnordered::new();
+        acks.push(futures::future::pending().boxed());
+        PendingAcks(acks)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len() - 1
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, ack: BoxFuture<'static, Outcome>) {
+        self.0.push(ack);
+    }
+
+    /// The next outcome; `None` while no ack is pending.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
+        if self.is_empty() {
+            return Poll::Ready(None);
+        }
+        self.0.poll_next_unpin(cx)
+    }
+}
+
 impl Stream for AckStream {
     type Item = Result<pb::PublishAck, Status>;
 
@@ -163,12 +200,12 @@ impl Stream for AckStream {
             return Poll::Ready(None);
         }
         // Acks first: each one answered makes room in the window.
-        if let Poll::Ready(Some(outcome)) = this.pending.poll_next_unpin(cx) {
+        if let Poll::Ready(Some(outcome)) = this.pending.poll_next(cx) {
             return Poll::Ready(Some(Ok(Outcome::into_ack(outcome))));
         }
         this.advance(cx);
         // Also registers the wake-ups of the publishes just sent.
-        if let Some(outcome) = ready!(this.pending.poll_next_unpin(cx)) {
+        if let Some(outcome) = ready!(this.pending.poll_next(cx)) {
             return Poll::Ready(Some(Ok(Outcome::into_ack(outcome))));
         }
         if this.reading() || this.sending.is_some() {
