@@ -267,16 +267,7 @@ async fn shutdown_answers_the_messages_awaiting_acks_and_reads_no_more() {
     }
     shutdown.await.unwrap().unwrap();
     drop(tx);
-    let js = async_nats::jetstream::new(h.nats.client().await.unwrap());
-    let stored = js
-        .get_stream("JOBS")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .messages;
+    let stored = common::stream_messages(&h.nats, "JOBS").await;
     assert_eq!(
         stored, 4,
         "the warm-up and the three answered; job-3 was never read"

@@ -15,7 +15,7 @@ use tracing::{Instrument as _, field::Empty};
 use crate::{
     consumer::ConsumerGroups,
     error::PublishFailure,
-    publish::{PublishCore, Refused, Stored, deadline::call_deadline},
+    publish::{Prepared, PublishCore, Refused, Stored, deadline::call_deadline},
     security::{Grant, grant_of},
 };
 
@@ -150,58 +150,75 @@ pub(crate) fn start_publish(
             record_failure(&span, "refused", &refused.failure);
             Outcome::refused(refused)
         });
-    let core = Arc::clone(core);
+    send_prepared(
+        Arc::clone(core),
+        rpc,
+        prepared,
+        call_deadline,
+        span,
+        started,
+    )
+}
+
+/// The sending half of [`start_publish`]: sends a checked message, and yields the future
+/// of its answer (at once for a refused one).
+async fn send_prepared(
+    core: Arc<PublishCore>,
+    rpc: &'static str,
+    prepared: Result<Prepared, Outcome>,
+    call_deadline: Option<Instant>,
+    span: tracing::Span,
+    started: StdInstant,
+) -> BoxFuture<'static, Outcome> {
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(outcome) => return futures::future::ready(outcome).boxed(),
+    };
+    let message_id = prepared.message_id.clone();
+    let tier = prepared.tier;
+    // For the stream label of a failure, which names no stream.
+    let subject = prepared.subject.clone();
+    span.record("message_id", message_id.as_str());
+    span.record("tier", tier.as_str());
+    let sent = core
+        .send(prepared, call_deadline)
+        .instrument(span.clone())
+        .await;
+    let waiting = span.clone();
     async move {
-        let prepared = match prepared {
-            Ok(prepared) => prepared,
-            Err(outcome) => return futures::future::ready(outcome).boxed(),
+        let result = match sent {
+            Ok(in_flight) => in_flight.wait().await,
+            Err(failure) => Err(failure),
         };
-        let message_id = prepared.message_id.clone();
-        let tier = prepared.tier;
-        // For the stream label of a failure, which names no stream.
-        let subject = prepared.subject.clone();
-        span.record("message_id", message_id.as_str());
-        span.record("tier", tier.as_str());
-        let sent = core
-            .send(prepared, call_deadline)
-            .instrument(span.clone())
-            .await;
-        let waiting = span.clone();
-        async move {
-            let result = match sent {
-                Ok(in_flight) => in_flight.wait().await,
-                Err(failure) => Err(failure),
-            };
-            match &result {
-                Ok(stored) => {
-                    let result = if stored.duplicate {
-                        "duplicate"
-                    } else {
-                        "stored"
-                    };
-                    core.metrics()
-                        .publish(rpc, tier.as_str(), result, started.elapsed());
-                    core.metrics().stream_publish(Some(&stored.stream), result);
-                    span.record("stream", stored.stream.as_str());
-                    span.record("sequence", stored.sequence);
-                    span.record("duplicate", stored.duplicate);
-                    span.record("outcome", result);
-                }
-                Err(failure) => {
-                    record(&core, rpc, tier.as_str(), &failure.code, started);
-                    core.metrics().stream_publish(
-                        core.known_stream(&subject).as_deref(),
-                        &crate::metrics::code_label(failure.code),
-                    );
-                    record_failure(&span, "error", failure);
-                    tracing::debug!(%message_id, rpc, %failure, "publish failed");
-                }
+        match &result {
+            Ok(stored) => {
+                let result = if stored.duplicate {
+                    "duplicate"
+                } else {
+                    "stored"
+                };
+                core.metrics()
+                    .publish(rpc, tier.as_str(), result, started.elapsed());
+                core.metrics().stream_publish(Some(&stored.stream), result);
+                span.record("stream", stored.stream.as_str());
+                span.record("sequence", stored.sequence);
+                span.record("duplicate", stored.duplicate);
+                span.record("outcome", result);
             }
-            Outcome { message_id, result }
+            Err(failure) => {
+                record(&core, rpc, tier.as_str(), &failure.code, started);
+                core.metrics().stream_publish(
+                    core.known_stream(&subject).as_deref(),
+                    &crate::metrics::code_label(failure.code),
+                );
+                record_failure(&span, "error", failure);
+                tracing::debug!(%message_id, rpc, %failure, "publish failed");
+            }
         }
-        .instrument(waiting)
-        .boxed()
+        Outcome { message_id, result }
     }
+    .instrument(waiting)
+    .boxed()
 }
 
 /// Records a failed publish on its `lax.broker.publish` span.

@@ -4,7 +4,7 @@
 //! requests, sends each to JetStream in arrival order and keeps up to `window` acks in
 //! flight, answering each request with a `PublishAck` as soon as its ack arrives (acks may
 //! overtake one another). Serving in the poll, rather than in a task of its own feeding a
-//! channel, saves a task wake-up and a channel hop per message. While the window is full, or
+//! channel, saves a task hand-off and a channel hop per message. While the window is full, or
 //! the client is slow to read its acks (HTTP/2 flow control then stops tonic from polling),
 //! the stream stops reading requests, so flow control pushes back on the client and memory
 //! stays bounded. A bad message gets a failed `PublishAck`; the call goes on. On shutdown the
