@@ -47,7 +47,11 @@ struct Shared {
     /// The current epoch; only its parity picks a count.
     epoch: AtomicUsize,
     closed: AtomicBool,
-    /// Poked when a count drops to zero.
+    /// Flushes and closes waiting for a count to empty. Work that ends with nobody waiting
+    /// skips `emptied`, whose `notify_waiters` takes a lock: at one publish in flight every
+    /// publish empties a count.
+    waiting: AtomicUsize,
+    /// Poked when a count drops to zero while someone waits.
     emptied: Notify,
     /// Flushes run one at a time, so an epoch's count is back at zero before it is reused.
     flushing: Mutex<()>,
@@ -127,12 +131,18 @@ impl Drain {
 impl Shared {
     #[inline]
     fn leave(&self, slot: usize) {
-        if self.counts[slot].fetch_sub(1, Ordering::SeqCst) == 1 {
+        // SeqCst orders this read after the decrement: a waiter that registered later reads
+        // the count after it too, and sees it empty.
+        if self.counts[slot].fetch_sub(1, Ordering::SeqCst) == 1
+            && self.waiting.load(Ordering::SeqCst) > 0
+        {
             self.emptied.notify_waiters();
         }
     }
 
     async fn emptied_in(&self, slot: usize) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _done = WaitingGuard(&self.waiting);
         loop {
             let emptied = self.emptied.notified();
             let mut emptied = std::pin::pin!(emptied);
@@ -143,6 +153,15 @@ impl Shared {
             }
             emptied.await;
         }
+    }
+}
+
+/// Counts one waiter out again, also when its future is dropped.
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

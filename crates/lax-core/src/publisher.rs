@@ -12,12 +12,13 @@ use std::{
 
 use futures::future::BoxFuture;
 use pin_project_lite::pin_project;
-use tower::{Service, ServiceExt, util::Oneshot};
+use tower::Service;
 
 use crate::{
     drain::{Drain, DrainToken},
     error::{BoxError, Error},
     message::{PublishRequest, Receipt},
+    ready::{WhenReady, call_when_ready},
 };
 
 /// Something that publishes messages: a transport, or a whole layer stack.
@@ -160,7 +161,7 @@ pin_project! {
     {
         Running {
             #[pin]
-            oneshot: Oneshot<S, PublishRequest>,
+            answer: WhenReady<S, PublishRequest>,
             in_flight: DrainToken,
         },
         Closed,
@@ -176,8 +177,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            PublishStateProj::Running { oneshot, .. } => {
-                oneshot.poll(cx).map_err(|e| Error::from_boxed(e.into()))
+            PublishStateProj::Running { answer, .. } => {
+                answer.poll(cx).map_err(|e| Error::from_boxed(e.into()))
             }
             PublishStateProj::Closed => Poll::Ready(Err(Error::closed())),
         }
@@ -202,10 +203,46 @@ impl<S: Service<PublishRequest>> fmt::Debug for ServicePublishFuture<S> {
 /// `close` refuses new publishes, waits for the in-flight ones, then flushes and closes every
 /// [`Lifecycle`] registered with [`with_lifecycle`](ServicePublisher::with_lifecycle) — the
 /// transports at the bottom of the stack.
+///
+/// Each publish calls a clone of the service (`publish` takes `&self`, `call` needs
+/// `&mut`) as soon as it is ready ([`call_when_ready`]). A clone that has been called goes back
+/// to a small list of spares for the next publish, so a publish through a stack of layers
+/// costs no clone and no drop of the whole stack, and its future holds only the answer.
 pub struct ServicePublisher<S> {
     service: S,
+    spares: Arc<Spares<S>>,
     drain: Drain,
     lifecycles: Arc<[Arc<dyn Lifecycle>]>,
+}
+
+/// Called clones of a [`ServicePublisher`]'s service, for reuse.
+struct Spares<S> {
+    list: std::sync::Mutex<Vec<S>>,
+}
+
+impl<S> Spares<S> {
+    /// How many spares are kept: about the publishes that start at the same moment.
+    const KEPT: usize = 16;
+
+    fn new() -> Self {
+        Spares {
+            list: std::sync::Mutex::new(Vec::with_capacity(Self::KEPT)),
+        }
+    }
+
+    /// A spare, if one is free and no other publish is taking or returning one right now: a
+    /// publish never waits for another here, it clones instead.
+    fn take(&self) -> Option<S> {
+        self.list.try_lock().ok()?.pop()
+    }
+
+    fn put_back(&self, service: S) {
+        if let Ok(mut list) = self.list.try_lock()
+            && list.len() < Self::KEPT
+        {
+            list.push(service);
+        }
+    }
 }
 
 impl<S> ServicePublisher<S> {
@@ -213,6 +250,7 @@ impl<S> ServicePublisher<S> {
     pub fn new(service: S) -> Self {
         ServicePublisher {
             service,
+            spares: Arc::new(Spares::new()),
             drain: Drain::new(),
             lifecycles: Arc::new([]),
         }
@@ -256,6 +294,7 @@ impl<S: Clone> Clone for ServicePublisher<S> {
     fn clone(&self) -> Self {
         ServicePublisher {
             service: self.service.clone(),
+            spares: Arc::clone(&self.spares),
             drain: self.drain.clone(),
             lifecycles: Arc::clone(&self.lifecycles),
         }
@@ -276,17 +315,23 @@ impl<S> fmt::Debug for ServicePublisher<S> {
 impl<S> Publisher for ServicePublisher<S>
 where
     S: Service<PublishRequest, Response = Receipt> + Clone + Send + Sync + 'static,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + Send,
     S::Future: Send,
 {
     type Future = ServicePublishFuture<S>;
 
     fn publish(&self, request: PublishRequest) -> Self::Future {
         let state = match self.drain.enter() {
-            Some(in_flight) => PublishState::Running {
-                oneshot: self.service.clone().oneshot(request),
-                in_flight,
-            },
+            Some(in_flight) => {
+                let mut service = self.spares.take().unwrap_or_else(|| self.service.clone());
+                let answer = call_when_ready(&mut service, request);
+                // Called, or replaced by a fresh clone while the future waits for it: either
+                // way ready for the next publish. One whose readiness check failed is not.
+                if !answer.is_failed() {
+                    self.spares.put_back(service);
+                }
+                PublishState::Running { answer, in_flight }
+            }
             None => PublishState::Closed,
         };
         ServicePublishFuture { state }
@@ -310,5 +355,75 @@ where
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::message::Route;
+
+    /// A service that counts its clones and whose readiness check fails while `refusing`.
+    #[derive(Default)]
+    struct Counted {
+        clones: Arc<AtomicUsize>,
+        refusing: Arc<AtomicBool>,
+    }
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.clones.fetch_add(1, Ordering::SeqCst);
+            Counted {
+                clones: Arc::clone(&self.clones),
+                refusing: Arc::clone(&self.refusing),
+            }
+        }
+    }
+
+    impl Service<PublishRequest> for Counted {
+        type Response = Receipt;
+        type Error = Error;
+        type Future = std::future::Ready<Result<Receipt, Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+            if self.refusing.load(Ordering::SeqCst) {
+                Poll::Ready(Err(Error::unavailable("refusing")))
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        fn call(&mut self, request: PublishRequest) -> Self::Future {
+            std::future::ready(Ok(Receipt::direct(request.message_id)))
+        }
+    }
+
+    #[tokio::test]
+    async fn called_clones_are_reused_and_failed_ones_are_not() {
+        let service = Counted::default();
+        let (clones, refusing) = (Arc::clone(&service.clones), Arc::clone(&service.refusing));
+        let publisher = ServicePublisher::new(service);
+        for _ in 0..100 {
+            let receipt = publisher.publish(PublishRequest::new("a.b", "x")).await;
+            assert_eq!(receipt.unwrap().route, Route::Direct);
+        }
+        assert_eq!(
+            clones.load(Ordering::SeqCst),
+            1,
+            "one clone serves them all"
+        );
+
+        refusing.store(true, Ordering::SeqCst);
+        let refused = publisher.publish(PublishRequest::new("a.b", "x")).await;
+        assert!(refused.is_err());
+        refusing.store(false, Ordering::SeqCst);
+        // The clone that failed its readiness check was dropped: the next publish clones anew.
+        publisher
+            .publish(PublishRequest::new("a.b", "x"))
+            .await
+            .unwrap();
+        assert_eq!(clones.load(Ordering::SeqCst), 2);
     }
 }

@@ -77,6 +77,12 @@ where
     pub fn is_waiting(&self) -> bool {
         matches!(self.state, State::Waiting { .. })
     }
+
+    /// True when the service's readiness check failed (the service that was asked may be
+    /// unusable now).
+    pub fn is_failed(&self) -> bool {
+        matches!(self.state, State::Failed { .. })
+    }
 }
 
 impl<S, Req> Future for WhenReady<S, Req>

@@ -80,6 +80,14 @@ impl Default for Limits {
 /// but no LAX subscription could name it (a filter allows them only as whole tokens) and the
 /// broker's permission check refuses it, so the client refuses it before sending.
 pub fn validate_publish_subject(subject: &str, max_len: usize) -> Result<(), Error> {
+    if is_plain_publish_subject(subject, max_len) {
+        return Ok(());
+    }
+    check_publish_subject(subject, max_len)
+}
+
+/// Every rule of [`validate_publish_subject`], saying which one a subject breaks.
+fn check_publish_subject(subject: &str, max_len: usize) -> Result<(), Error> {
     if subject.is_empty() {
         return Err(Error::invalid_input("subject is empty"));
     }
@@ -116,6 +124,27 @@ pub fn validate_publish_subject(subject: &str, max_len: usize) -> Result<(), Err
         )));
     }
     Ok(())
+}
+
+/// The common case in one pass over the bytes, on every publish's path: printable ASCII
+/// tokens without wildcards. Anything else (non-ASCII included) takes the full check, which
+/// also says what is wrong.
+#[inline]
+fn is_plain_publish_subject(subject: &str, max_len: usize) -> bool {
+    if subject.len() > max_len {
+        return false;
+    }
+    let mut token_len = 0usize;
+    for &byte in subject.as_bytes() {
+        match byte {
+            b'.' if token_len == 0 => return false,
+            b'.' => token_len = 0,
+            b'*' | b'>' => return false,
+            b'!'..=b'~' => token_len += 1,
+            _ => return false,
+        }
+    }
+    token_len > 0
 }
 
 /// Checks a subscription subject or filter: like a publish subject, but `*` may stand for a
@@ -267,6 +296,23 @@ mod tests {
 
     fn refused(subject: &str) -> bool {
         validate_publish_subject(subject, 64).is_err()
+    }
+
+    proptest::proptest! {
+        /// The one-pass common case accepts only what the full check accepts, and agrees
+        /// with it on every plain ASCII subject.
+        #[test]
+        fn the_fast_path_agrees_with_the_full_check(
+            subject in "[a-z0-9_.*> \t\u{7f}\u{a0}é-]{0,12}",
+            max_len in 0usize..16,
+        ) {
+            let full = check_publish_subject(&subject, max_len);
+            if is_plain_publish_subject(&subject, max_len) {
+                proptest::prop_assert!(full.is_ok(), "{subject:?}: {full:?}");
+            } else if subject.is_ascii() {
+                proptest::prop_assert!(full.is_err(), "{subject:?} is refused by the fast path only");
+            }
+        }
     }
 
     #[test]

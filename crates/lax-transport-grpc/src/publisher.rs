@@ -218,7 +218,7 @@ impl Inner {
                 match lease.member().session() {
                     Some(session) => {
                         session
-                            .publish(request.message_id.to_string(), message, timeout)
+                            .publish(request.message_id.clone(), message, timeout)
                             .await
                     }
                     None => Err(Error::internal("a stream lease without a stream")),

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use lax_core::{Delivery, Error, Receipt};
+use lax_core::{Delivery, Error, Receipt, SmolStr};
 use lax_proto::broker::v1 as proto;
 use tokio::{
     sync::{mpsc, oneshot},
@@ -24,6 +24,10 @@ type Reply = Result<proto::PublishAck, Error>;
 /// Callers waiting for acks, by message id. Several publishes of one id on one stream wait in
 /// publish order and are answered first come, first served (JetStream stores such a message
 /// once and reports the repeats as duplicates, so any answer for the id fits any of them).
+///
+/// Registering a caller allocates nothing beyond its reply channel: ids are inline
+/// [`SmolStr`]s, one caller per id needs no queue, and the ids (our own, or the application's)
+/// are hashed with foldhash rather than SipHash.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     state: Mutex<PendingState>,
@@ -34,7 +38,65 @@ struct PendingState {
     /// Set once the stream has failed or ended: nobody may wait any more.
     closed: bool,
     next_token: u64,
-    waiters: HashMap<String, VecDeque<(u64, oneshot::Sender<Reply>)>>,
+    waiters: HashMap<SmolStr, Waiters, foldhash::fast::RandomState>,
+}
+
+/// One caller: its token (to find it again when it gives up) and where its reply goes.
+type Waiter = (u64, oneshot::Sender<Reply>);
+
+/// The callers waiting for one id, in publish order.
+#[derive(Debug)]
+enum Waiters {
+    One(Waiter),
+    Several(VecDeque<Waiter>),
+}
+
+impl Waiters {
+    fn push(&mut self, waiter: Waiter) {
+        // An empty `VecDeque` does not allocate: it only holds the place while this moves.
+        let queue = match std::mem::replace(self, Waiters::Several(VecDeque::new())) {
+            Waiters::One(first) => VecDeque::from([first, waiter]),
+            Waiters::Several(mut queue) => {
+                queue.push_back(waiter);
+                queue
+            }
+        };
+        *self = Waiters::Several(queue);
+    }
+
+    /// Takes the first caller, and the rest if any are left.
+    fn pop_front(self) -> (Option<Waiter>, Option<Waiters>) {
+        match self {
+            Waiters::One(waiter) => (Some(waiter), None),
+            Waiters::Several(mut queue) => {
+                let first = queue.pop_front();
+                (
+                    first,
+                    (!queue.is_empty()).then_some(Waiters::Several(queue)),
+                )
+            }
+        }
+    }
+
+    /// Removes the caller with `token`; `None` when none is left.
+    fn without(self, token: u64) -> Option<Waiters> {
+        match self {
+            Waiters::One((t, _)) if t == token => None,
+            Waiters::Several(mut queue) => {
+                queue.retain(|(t, _)| *t != token);
+                (!queue.is_empty()).then_some(Waiters::Several(queue))
+            }
+            one => Some(one),
+        }
+    }
+
+    fn into_senders(self) -> impl Iterator<Item = oneshot::Sender<Reply>> {
+        let (one, several) = match self {
+            Waiters::One(waiter) => (Some(waiter), VecDeque::new()),
+            Waiters::Several(queue) => (None, queue),
+        };
+        one.into_iter().chain(several).map(|(_, reply)| reply)
+    }
 }
 
 impl Pending {
@@ -55,14 +117,16 @@ impl Pending {
         }
         let token = state.next_token;
         state.next_token += 1;
-        state
-            .waiters
-            .entry(id.to_owned())
-            .or_default()
-            .push_back((token, tx));
+        let id = SmolStr::from(id);
+        match state.waiters.entry(id.clone()) {
+            Entry::Occupied(mut waiters) => waiters.get_mut().push((token, tx)),
+            Entry::Vacant(place) => {
+                place.insert(Waiters::One((token, tx)));
+            }
+        }
         let registration = Registration {
             pending: Arc::clone(self),
-            id: id.to_owned(),
+            id,
             token,
         };
         Some((registration, rx))
@@ -73,15 +137,15 @@ impl Pending {
     fn complete(&self, ack: proto::PublishAck) {
         let waiter = {
             let mut state = self.lock();
-            match state.waiters.entry(ack.message_id.clone()) {
-                Entry::Occupied(mut queue) => {
-                    let waiter = queue.get_mut().pop_front();
-                    if queue.get().is_empty() {
-                        queue.remove();
+            let id = SmolStr::from(ack.message_id.as_str());
+            match state.waiters.remove(&id).map(Waiters::pop_front) {
+                Some((first, rest)) => {
+                    if let Some(rest) = rest {
+                        state.waiters.insert(id, rest);
                     }
-                    waiter
+                    first
                 }
-                Entry::Vacant(_) => None,
+                None => None,
             }
         };
         match waiter {
@@ -100,7 +164,7 @@ impl Pending {
             state.closed = true;
             std::mem::take(&mut state.waiters)
         };
-        for (_, reply) in waiters.into_values().flatten() {
+        for reply in waiters.into_values().flat_map(Waiters::into_senders) {
             let _ = reply.send(Err(error()));
         }
     }
@@ -109,13 +173,10 @@ impl Pending {
         self.lock().closed
     }
 
-    fn remove(&self, id: &str, token: u64) {
+    fn remove(&self, id: &SmolStr, token: u64) {
         let mut state = self.lock();
-        if let Some(queue) = state.waiters.get_mut(id) {
-            queue.retain(|(t, _)| *t != token);
-            if queue.is_empty() {
-                state.waiters.remove(id);
-            }
+        if let Some(rest) = state.waiters.remove(id).and_then(|w| w.without(token)) {
+            state.waiters.insert(id.clone(), rest);
         }
     }
 }
@@ -124,7 +185,7 @@ impl Pending {
 /// the place, so nothing leaks when an ack never comes.
 struct Registration {
     pending: Arc<Pending>,
-    id: String,
+    id: SmolStr,
     token: u64,
 }
 
@@ -190,24 +251,33 @@ impl Session {
     /// the ack is awaited.
     pub(crate) async fn publish(
         &self,
-        message_id: String,
+        message_id: SmolStr,
         request: proto::PublishRequest,
         timeout: Duration,
     ) -> Result<Receipt, Error> {
         let deadline = Instant::now() + timeout;
+        // Acks name the wire request's `message_id`: the dedup key, which may differ from the
+        // LAX message id the receipt carries.
         let (_registration, mut reply) = self
             .pending
             .register(&request.message_id)
             .ok_or_else(|| Error::unavailable("the publish stream to the broker is closed"))?;
-        // While waiting for room in the queue, watch the reply too: a stream that fails now
-        // answers through it, and this message never left.
-        let queued = tokio::time::timeout_at(deadline, async {
-            tokio::select! {
-                sent = self.requests.send(request) => Ok(sent.is_ok()),
-                early = &mut reply => Err(early),
+        // The queue usually has room: no timer then.
+        let queued = match self.requests.try_send(request) {
+            Ok(()) => Ok(Ok(true)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(Ok(false)),
+            // While waiting for room in the queue, watch the reply too: a stream that fails
+            // now answers through it, and this message never left.
+            Err(mpsc::error::TrySendError::Full(request)) => {
+                tokio::time::timeout_at(deadline, async {
+                    tokio::select! {
+                        sent = self.requests.send(request) => Ok(sent.is_ok()),
+                        early = &mut reply => Err(early),
+                    }
+                })
+                .await
             }
-        })
-        .await;
+        };
         match queued {
             Ok(Ok(true)) => {}
             Ok(Err(Ok(Ok(ack)))) => return ack_to_receipt(message_id, ack),
@@ -298,6 +368,20 @@ mod tests {
             9,
             "the abandoned caller is skipped"
         );
+        assert!(pending.lock().waiters.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_caller_giving_up_in_the_middle_of_a_queue_keeps_the_order() {
+        let pending = Arc::new(Pending::default());
+        let (_first, rx1) = pending.register("a").unwrap();
+        let (second, _rx2) = pending.register("a").unwrap();
+        let (_third, rx3) = pending.register("a").unwrap();
+        drop(second);
+        pending.complete(ack("a", 1));
+        pending.complete(ack("a", 2));
+        assert_eq!(rx1.await.unwrap().unwrap().sequence, 1);
+        assert_eq!(rx3.await.unwrap().unwrap().sequence, 2);
         assert!(pending.lock().waiters.is_empty());
     }
 

@@ -197,6 +197,9 @@ pub(crate) struct Monitor {
     /// Subjects the server recently refused a publish to, so that the next publish there
     /// fails as a refusal instead of vanishing.
     denied: Mutex<VecDeque<(String, Instant)>>,
+    /// Whether `denied` may hold a subject: every publish reads this, and only publishes
+    /// after a refusal take the lock.
+    any_denied: AtomicBool,
     /// Direct messages handed over and confirmed, to count what a disconnect may lose.
     pub(crate) confirmations: Confirmations,
     metrics: MetricHandles,
@@ -229,6 +232,7 @@ impl Monitor {
             has_connected: AtomicBool::new(false),
             offline_bytes: AtomicUsize::new(0),
             denied: Mutex::new(VecDeque::new()),
+            any_denied: AtomicBool::new(false),
             confirmations: Confirmations::new(metrics_prefix),
             metrics: MetricHandles {
                 connections: metrics::gauge!(format!("{metrics_prefix}_nats_connections")),
@@ -296,15 +300,21 @@ impl Monitor {
             denied.pop_front();
         }
         denied.push_back((subject.to_owned(), Instant::now()));
+        self.any_denied.store(true, Ordering::Release);
     }
 
     /// Whether the server refused a publish to `subject` within the last minute.
     pub(crate) fn publish_denied(&self, subject: &str) -> bool {
-        let mut denied = self.denied();
-        if denied.is_empty() {
+        if !self.any_denied.load(Ordering::Acquire) {
             return false;
         }
+        let mut denied = self.denied();
         denied.retain(|(_, at)| at.elapsed() < DENIED_FOR);
+        if denied.is_empty() {
+            // Under the lock, so a refusal being remembered now sets it again after this.
+            self.any_denied.store(false, Ordering::Release);
+            return false;
+        }
         denied.iter().any(|(s, _)| s == subject)
     }
 

@@ -1,5 +1,8 @@
 //! CPU time of processes and threads from `/proc/<pid>/stat`, to report CPU per message: on a
-//! shared machine it is far steadier than wall-clock throughput.
+//! shared machine it is far steadier than wall-clock throughput. Beside it, the time their
+//! threads were ready to run but waited for a CPU (`/proc/<pid>/task/*/schedstat`): when that
+//! is as large as the CPU time, the machine is the bottleneck and latency tails are queueing
+//! for a core, not work.
 
 use std::{fs, io, path::Path};
 
@@ -26,6 +29,26 @@ pub(super) fn ticks_at(path: &Path) -> io::Result<u64> {
             format!("unreadable {}", path.display()),
         )
     })
+}
+
+/// Nanoseconds the threads of process `pid` (`"self"` for this one) have spent runnable but
+/// waiting for a CPU: the second field of each `/proc/<pid>/task/<tid>/schedstat`. Threads that
+/// have exited are not counted, so measure processes whose threads live through a run.
+pub(super) fn run_queue_wait_ns(pid: &str) -> Option<u64> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut waited = 0;
+    for task in tasks.flatten() {
+        // A thread may exit between listing and reading: it counts as nothing.
+        if let Ok(schedstat) = fs::read_to_string(task.path().join("schedstat")) {
+            waited += parse_schedstat_wait(&schedstat).unwrap_or(0);
+        }
+    }
+    Some(waited)
+}
+
+/// The run-queue wait (second field) of a `schedstat` line: `<on cpu ns> <waiting ns> <slices>`.
+pub(super) fn parse_schedstat_wait(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The CPU ticks of the calling thread.
@@ -62,6 +85,10 @@ impl Process {
     pub(super) fn ticks(&self) -> Option<u64> {
         ticks_at(Path::new(&format!("/proc/{}/stat", self.pid))).ok()
     }
+
+    fn run_queue_wait_ns(&self) -> Option<u64> {
+        run_queue_wait_ns(&self.pid.to_string())
+    }
 }
 
 /// CPU ticks read before a run, to subtract from those read after it.
@@ -70,6 +97,10 @@ pub(super) struct Snapshot {
     client: u64,
     broker: Option<u64>,
     server: Option<u64>,
+    /// Run-queue waits in nanoseconds.
+    client_wait: Option<u64>,
+    broker_wait: Option<u64>,
+    server_wait: Option<u64>,
 }
 
 /// The processes measured: this one, and the broker and nats-server when known.
@@ -85,6 +116,17 @@ pub(super) struct CpuPerMsg {
     pub(super) client: f64,
     pub(super) broker: Option<f64>,
     pub(super) server: Option<f64>,
+    /// How long each process's threads waited for a CPU, per message.
+    pub(super) waiting: WaitPerMsg,
+}
+
+/// Microseconds per message that a process's threads were runnable but not running (the
+/// client's include the bench's own threads).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(super) struct WaitPerMsg {
+    pub(super) client: Option<f64>,
+    pub(super) broker: Option<f64>,
+    pub(super) server: Option<f64>,
 }
 
 impl Meter {
@@ -93,6 +135,9 @@ impl Meter {
             client: ticks_at(Path::new("/proc/self/stat")).unwrap_or(0),
             broker: self.broker.as_ref().and_then(Process::ticks),
             server: self.server.as_ref().and_then(Process::ticks),
+            client_wait: run_queue_wait_ns("self"),
+            broker_wait: self.broker.as_ref().and_then(Process::run_queue_wait_ns),
+            server_wait: self.server.as_ref().and_then(Process::run_queue_wait_ns),
         }
     }
 
@@ -110,6 +155,11 @@ impl Snapshot {
         let delta = |before: Option<u64>, after: Option<u64>| {
             before.zip(after).map(|(b, a)| per_msg(a.saturating_sub(b)))
         };
+        let waited = |before: Option<u64>, after: Option<u64>| {
+            before
+                .zip(after)
+                .map(|(b, a)| a.saturating_sub(b) as f64 / 1e3 / msgs.max(1) as f64)
+        };
         CpuPerMsg {
             client: per_msg(
                 after
@@ -119,6 +169,11 @@ impl Snapshot {
             ),
             broker: delta(before.broker, after.broker),
             server: delta(before.server, after.server),
+            waiting: WaitPerMsg {
+                client: waited(before.client_wait, after.client_wait),
+                broker: waited(before.broker_wait, after.broker_wait),
+                server: waited(before.server_wait, after.server_wait),
+            },
         }
     }
 }
@@ -153,16 +208,38 @@ mod tests {
             client: 100,
             broker: Some(50),
             server: None,
+            client_wait: Some(1_000_000),
+            broker_wait: Some(0),
+            server_wait: None,
         };
         let after = Snapshot {
             client: 180,
             broker: Some(90),
             server: Some(7),
+            client_wait: Some(301_000_000),
+            broker_wait: Some(50_000_000),
+            server_wait: Some(9),
         };
         // 80 ticks of 10 ms, 20 of them the bench's own, over 100,000 messages.
         let cpu = before.per_msg(after, 100_000, 20);
         assert_eq!(cpu.client, 6.0);
         assert_eq!(cpu.broker, Some(4.0));
         assert_eq!(cpu.server, None, "unknown before the run");
+        // 300 ms and 50 ms of waiting for a CPU over 100,000 messages.
+        assert_eq!(cpu.waiting.client, Some(3.0));
+        assert_eq!(cpu.waiting.broker, Some(0.5));
+        assert_eq!(cpu.waiting.server, None);
+    }
+
+    #[test]
+    fn run_queue_waits_are_read_from_schedstat() {
+        assert_eq!(
+            parse_schedstat_wait("2531460 1200345 37\n"),
+            Some(1_200_345)
+        );
+        assert_eq!(parse_schedstat_wait("2531460"), None);
+        // This process's threads: the main thread at least has a schedstat.
+        assert!(run_queue_wait_ns("self").is_some());
+        assert!(run_queue_wait_ns("4294967295").is_none(), "no such process");
     }
 }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use futures::{StreamExt as _, TryStreamExt as _, stream::FuturesUnordered};
 use indicatif::{ProgressBar, ProgressStyle};
-use lax_client::{BatchMessage, ClientOptions, LaxClient, PublishOptions, Route, Tier};
+use lax_client::{BatchMessage, ClientOptions, LaxClient, PublishOptions, Route, SmolStr, Tier};
 use lax_core::{MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, new_message_id};
 use serde::Deserialize;
 
@@ -383,8 +383,10 @@ impl<'a> Bench<'a> {
         client: &LaxClient,
         workload: &Workload,
     ) -> Result<Figures, Failure> {
+        // A `SmolStr` subject clones without copying, as an application publishing to one
+        // subject keeps it; raw async-nats gets its `Subject` the same way.
         let (subject, options, batch) = (
-            workload.subject.clone(),
+            SmolStr::from(workload.subject.as_str()),
             workload.publish_options(),
             workload.batch,
         );

@@ -83,6 +83,19 @@ impl Figures {
             put("client_cpu_us_per_msg", json!(round2(cpu.client)));
             put("broker_cpu_us_per_msg", json!(cpu.broker.map(round2)));
             put("server_cpu_us_per_msg", json!(cpu.server.map(round2)));
+            let waiting = &cpu.waiting;
+            put(
+                "client_cpu_wait_us_per_msg",
+                json!(waiting.client.map(round2)),
+            );
+            put(
+                "broker_cpu_wait_us_per_msg",
+                json!(waiting.broker.map(round2)),
+            );
+            put(
+                "server_cpu_wait_us_per_msg",
+                json!(waiting.server.map(round2)),
+            );
         }
         if let Some(delivered) = &self.delivered {
             put("e2e_received", json!(delivered.received));
@@ -143,6 +156,18 @@ impl Figures {
             }
             if let Some(server) = cpu.server {
                 let _ = write!(line, "  nats-server {server:.2} µs");
+            }
+            let _ = writeln!(text, "{line}");
+            let waiting = &cpu.waiting;
+            let mut line = String::from("       waiting for a CPU");
+            for (process, waited) in [
+                ("client", waiting.client),
+                ("broker", waiting.broker),
+                ("nats-server", waiting.server),
+            ] {
+                if let Some(waited) = waited {
+                    let _ = write!(line, "  {process} {waited:.2} µs");
+                }
             }
             let _ = writeln!(text, "{line}");
         }
@@ -431,7 +456,10 @@ mod tests {
     use lax_client::Tier;
 
     use super::*;
-    use crate::commands::bench::driver::{Plan, latency_histogram};
+    use crate::commands::bench::{
+        cpu::WaitPerMsg,
+        driver::{Plan, latency_histogram},
+    };
 
     fn figures(label: &'static str, base_ns: u64, elapsed: Duration) -> Figures {
         let mut latencies = latency_histogram();
@@ -449,6 +477,11 @@ mod tests {
                 client: 5.0,
                 broker: Some(3.5),
                 server: None,
+                waiting: WaitPerMsg {
+                    client: Some(1.25),
+                    broker: Some(4.0),
+                    server: None,
+                },
             }),
             delivered: None,
         }
@@ -494,6 +527,10 @@ mod tests {
         assert_eq!(json["client_cpu_us_per_msg"], 5.0);
         assert_eq!(json["broker_cpu_us_per_msg"], 3.5);
         assert!(json["server_cpu_us_per_msg"].is_null());
+        assert_eq!(json["client_cpu_wait_us_per_msg"], 1.25);
+        assert_eq!(json["broker_cpu_wait_us_per_msg"], 4.0);
+        assert!(json["server_cpu_wait_us_per_msg"].is_null());
+        assert_eq!(json["raw_broker_cpu_wait_us_per_msg"], 4.0);
         // 500 ns apart at every percentile, within the histogram's 3 significant digits.
         let p99_delta = json["p99_minus_raw_us"].as_f64().unwrap();
         assert!((0.4..0.6).contains(&p99_delta), "{p99_delta}");

@@ -310,6 +310,7 @@ mod tests {
                 client: 6.0,
                 broker: Some(3.0),
                 server: Some(7.0),
+                waiting: Default::default(),
             }),
             delivered: None,
         }
