@@ -589,6 +589,7 @@ struct PendingAck {
     ack: <PublishAckFuture as IntoFuture>::IntoFuture,
 }
 
+/// What one send's ack said, with the stream it was sent to.
 type Answered = (
     StreamTarget,
     Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
