@@ -8,11 +8,12 @@
 pub(crate) mod deadline;
 
 use std::{
-    future::IntoFuture as _,
+    future::IntoFuture,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
+    task::Poll,
     time::{Duration, SystemTime},
 };
 
@@ -25,6 +26,7 @@ use async_nats::{
     },
 };
 use bytes::Bytes;
+use futures::FutureExt as _;
 use lax_core::{
     Headers, Limits, MESSAGE_ID_HEADER, NATS_MSG_ID_HEADER, SmolStr, TRACE_ID_HEADER, Tier,
     trace::{self, TraceContext},
@@ -582,16 +584,38 @@ pub(crate) struct InFlight {
 }
 
 /// One send's ack, with the stream it was sent to.
-type PendingAck = futures::future::BoxFuture<
-    'static,
-    (
-        StreamTarget,
-        Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
-    ),
->;
+struct PendingAck {
+    target: StreamTarget,
+    ack: <PublishAckFuture as IntoFuture>::IntoFuture,
+}
+
+/// What one send's ack said, with the stream it was sent to.
+type Answered = (
+    StreamTarget,
+    Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+);
 
 fn pending_ack(target: StreamTarget, ack: PublishAckFuture) -> PendingAck {
-    Box::pin(async move { (target, ack.into_future().await) })
+    PendingAck {
+        target,
+        ack: ack.into_future(),
+    }
+}
+
+/// The first ack of `pending` to arrive, taken out of it; never ready while `pending` is
+/// empty. A plain list, usually of one: `FuturesUnordered` wakes its task again whenever a
+/// poll went through every future it holds, which with one send is every poll, and tokio
+/// answers such a wake-up by waking a second worker thread.
+fn first_answered(pending: &mut Vec<PendingAck>) -> impl Future<Output = Answered> + '_ {
+    std::future::poll_fn(move |cx| {
+        for i in 0..pending.len() {
+            if let Poll::Ready(result) = pending[i].ack.poll_unpin(cx) {
+                let answered = pending.swap_remove(i);
+                return Poll::Ready((answered.target, result));
+            }
+        }
+        Poll::Pending
+    })
 }
 
 impl InFlight {
@@ -617,7 +641,7 @@ impl InFlight {
             deadline - (window / TRANSIENT_ANSWER_LEAD_SHARE).min(TRANSIENT_ANSWER_LEAD_MAX);
         let mut patience = (window / ACK_PATIENCE_SHARE).clamp(ACK_PATIENCE_MIN, ACK_PATIENCE_MAX);
         let mut pause = TRANSIENT_RETRY_FIRST;
-        let mut pending = futures::stream::FuturesUnordered::new();
+        let mut pending = Vec::with_capacity(1);
         // The latest transient failure: what the call is answered if nothing is acked.
         let mut transient: Option<PublishFailure> = None;
         let mut maybe_stored = false;
@@ -642,7 +666,7 @@ impl InFlight {
             let wake = next_send.min(give_up_at);
             let answered = tokio::select! {
                 biased;
-                Some(answered) = futures::StreamExt::next(&mut pending) => Some(answered),
+                answered = first_answered(&mut pending) => Some(answered),
                 () = tokio::time::sleep_until(wake) => None,
             };
             let unanswered = maybe_stored || !pending.is_empty();

@@ -15,7 +15,7 @@ use tracing::{Instrument as _, field::Empty};
 use crate::{
     consumer::ConsumerGroups,
     error::PublishFailure,
-    publish::{PublishCore, Refused, Stored, deadline::call_deadline},
+    publish::{Prepared, PublishCore, Refused, Stored, deadline::call_deadline},
     security::{Grant, grant_of},
 };
 
@@ -108,18 +108,20 @@ impl Outcome {
 }
 
 /// Publishes one request end to end: prepare, send, await the ack; records the figures.
-/// `send` runs now; the returned future awaits the ack, so callers can pipeline.
+/// The request is checked now; the returned future sends it and yields the future of its
+/// ack, so callers can pipeline (send in order, await acks in any order). Both borrow
+/// nothing, so a response stream can keep them between polls.
 ///
 /// Each message has a `lax.broker.publish` span, a child of the request's `traceparent`
 /// (else the root of a new trace), whose context the stored message carries on.
-pub(crate) async fn start_publish(
+pub(crate) fn start_publish(
     core: &Arc<PublishCore>,
     rpc: &'static str,
     request: pb::PublishRequest,
     defaults: Option<&pb::PublishOptions>,
     call_deadline: Option<Instant>,
     grant: &Grant,
-) -> BoxFuture<'static, Outcome> {
+) -> impl Future<Output = BoxFuture<'static, Outcome>> + Send + use<> {
     let started = StdInstant::now();
     let span = tracing::info_span!(
         parent: None,
@@ -137,17 +139,40 @@ pub(crate) async fn start_publish(
         span_id = Empty,
         parent_span_id = Empty,
     );
-    let prepared = match core.prepare(request, defaults, grant, &span) {
-        Ok(prepared) => prepared,
-        Err(refused) => {
+    let prepared = core
+        .prepare(request, defaults, grant, &span)
+        .map_err(|refused| {
             let tier = refused.tier.map_or("unknown", |t| t.as_str());
             record(core, rpc, tier, &refused.failure.code, started);
             core.metrics()
                 .stream_publish(None, &crate::metrics::code_label(refused.failure.code));
             span.record("message_id", refused.message_id.as_str());
             record_failure(&span, "refused", &refused.failure);
-            return futures::future::ready(Outcome::refused(refused)).boxed();
-        }
+            Outcome::refused(refused)
+        });
+    send_prepared(
+        Arc::clone(core),
+        rpc,
+        prepared,
+        call_deadline,
+        span,
+        started,
+    )
+}
+
+/// The sending half of [`start_publish`]: sends a checked message, and yields the future
+/// of its answer (at once for a refused one).
+async fn send_prepared(
+    core: Arc<PublishCore>,
+    rpc: &'static str,
+    prepared: Result<Prepared, Outcome>,
+    call_deadline: Option<Instant>,
+    span: tracing::Span,
+    started: StdInstant,
+) -> BoxFuture<'static, Outcome> {
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(outcome) => return futures::future::ready(outcome).boxed(),
     };
     let message_id = prepared.message_id.clone();
     let tier = prepared.tier;
@@ -159,7 +184,6 @@ pub(crate) async fn start_publish(
         .send(prepared, call_deadline)
         .instrument(span.clone())
         .await;
-    let core = Arc::clone(core);
     let waiting = span.clone();
     async move {
         let result = match sent {
@@ -337,7 +361,7 @@ impl BrokerService for BrokerServiceImpl {
     ) -> Result<Response<Self::StreamPublishStream>, Status> {
         let deadline = call_deadline(request.metadata());
         let grant = grant_of(&request)?;
-        let acks = stream_publish::spawn(
+        let acks = stream_publish::AckStream::new(
             Arc::clone(&self.core),
             grant,
             request.into_inner(),

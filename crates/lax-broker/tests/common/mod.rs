@@ -64,10 +64,15 @@ impl Harness {
     }
 
     pub async fn stream_messages(&self, stream: &str) -> u64 {
-        let js = async_nats::jetstream::new(self.nats_client().await);
-        let mut stream = js.get_stream(stream).await.expect("stream exists");
-        stream.info().await.expect("stream info").state.messages
+        stream_messages(&self.nats, stream).await
     }
+}
+
+/// How many messages `stream` holds on `nats` (also once the harness's broker is gone).
+pub async fn stream_messages(nats: &NatsServer, stream: &str) -> u64 {
+    let js = async_nats::jetstream::new(nats.client().await.expect("NATS client connects"));
+    let mut stream = js.get_stream(stream).await.expect("stream exists");
+    stream.info().await.expect("stream info").state.messages
 }
 
 pub async fn clients(
