@@ -22,7 +22,7 @@ use super::cpu::this_thread_ticks;
 /// How long before a message is due the pacer thread stops sleeping and spins. The thread asks
 /// the kernel for 1 ns timer slack, so a sleep overshoots by the scheduler's wake-up time (tens
 /// of microseconds on a busy machine); spinning costs CPU, so the margin stays small.
-const SPIN_MARGIN: Duration = Duration::from_micros(60);
+const SPIN_MARGIN: Duration = Duration::from_micros(20);
 
 /// When message `index` is due.
 #[derive(Debug, Clone, Copy)]
