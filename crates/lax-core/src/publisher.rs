@@ -210,7 +210,8 @@ impl<S: Service<PublishRequest>> fmt::Debug for ServicePublishFuture<S> {
 /// costs no clone and no drop of the whole stack, and its future holds only the answer.
 pub struct ServicePublisher<S> {
     service: S,
-    spares: Arc<Spares<S>>,
+    /// This publisher's own: a clone of it, or a changed service, starts with none.
+    spares: Spares<S>,
     drain: Drain,
     lifecycles: Arc<[Arc<dyn Lifecycle>]>,
 }
@@ -236,9 +237,9 @@ impl<S> Spares<S> {
         self.list.try_lock().ok()?.pop()
     }
 
-    fn clear(&self) {
+    fn clear(&mut self) {
         self.list
-            .lock()
+            .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
     }
@@ -257,7 +258,7 @@ impl<S> ServicePublisher<S> {
     pub fn new(service: S) -> Self {
         ServicePublisher {
             service,
-            spares: Arc::new(Spares::new()),
+            spares: Spares::new(),
             drain: Drain::new(),
             lifecycles: Arc::new([]),
         }
@@ -303,7 +304,7 @@ impl<S: Clone> Clone for ServicePublisher<S> {
     fn clone(&self) -> Self {
         ServicePublisher {
             service: self.service.clone(),
-            spares: Arc::clone(&self.spares),
+            spares: Spares::new(),
             drain: self.drain.clone(),
             lifecycles: Arc::clone(&self.lifecycles),
         }
