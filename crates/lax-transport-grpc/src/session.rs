@@ -137,11 +137,16 @@ impl Pending {
     fn complete(&self, ack: proto::PublishAck) {
         let waiter = {
             let mut state = self.lock();
-            let id = SmolStr::from(ack.message_id.as_str());
-            match state.waiters.remove(&id).map(Waiters::pop_front) {
+            match state
+                .waiters
+                .remove(ack.message_id.as_str())
+                .map(Waiters::pop_front)
+            {
                 Some((first, rest)) => {
                     if let Some(rest) = rest {
-                        state.waiters.insert(id, rest);
+                        state
+                            .waiters
+                            .insert(SmolStr::from(ack.message_id.as_str()), rest);
                     }
                     first
                 }
